@@ -1,0 +1,67 @@
+"""BEIR corpus loader: one JSON object per line with `_id`, `title`, `text` and `metadata`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from indexer.load.common import Overrides, build_meta, fail, short_title
+from rag.types import DocType, LoadFailure, LoadResult, SourceDocument
+
+DEFAULT_TYPE: DocType = "literature"
+
+
+class RecordError(ValueError):
+    """One line of a corpus that cannot become a document; the message says why and how to fix it."""
+
+
+def load_beir_jsonl(path: Path, overrides: Overrides) -> LoadResult:
+    """Every good line becomes a document; every bad line a failure with record="line N"."""
+    documents: list[SourceDocument] = []
+    failures: list[LoadFailure] = []
+    first_line: dict[str, int] = {}
+    source_path = str(path)
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                document = _document(line, source_path, overrides)
+                previous = first_line.setdefault(document.doc_id, number)
+                if previous != number:
+                    raise RecordError(f"duplicate _id {document.doc_id!r} (first on line {previous}): make ids unique")
+            except RecordError as exc:
+                failures.append(fail(path, str(exc), record=f"line {number}"))
+                continue
+            documents.append(document)
+    if not documents and not failures:
+        failures.append(fail(path, "empty document: the corpus has no records; add JSON lines or remove the file"))
+    return LoadResult(documents=tuple(documents), failures=tuple(failures))
+
+
+def _document(line: bytes, source_path: str, overrides: Overrides) -> SourceDocument:
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
+        raise RecordError(f"invalid JSON ({exc}): fix or delete the line") from exc
+    if not isinstance(record, dict):
+        raise RecordError(f"expected a JSON object, got {type(record).__name__}: write one object per line")
+    raw_id = record.get("_id")
+    doc_id = "" if raw_id is None else str(raw_id).strip()
+    if not doc_id:
+        raise RecordError('missing "_id": every record needs a unique "_id"')
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise RecordError(f'record {doc_id!r} has no "text" string: add the passage text')
+    if not text.strip():
+        raise RecordError(f'record {doc_id!r} has empty "text": add the passage text or drop the record')
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise RecordError(f'record {doc_id!r}: "metadata" must be a JSON object')
+    title = str(record.get("title") or "").strip() or short_title(text)
+    try:
+        meta = build_meta(metadata, title=title, default_type=DEFAULT_TYPE, overrides=overrides)
+    except ValueError as exc:
+        raise RecordError(f"record {doc_id!r}: {exc}") from exc
+    return SourceDocument(doc_id=doc_id, text=text.strip(), meta=meta, source_path=source_path)

@@ -1,0 +1,81 @@
+"""The `clinrag` command. Subcommands live beside the code they drive; this module only dispatches.
+
+The `index` group comes from the `indexer` package: the command line is the application layer that
+composes both packages, while library code in `rag` never imports `indexer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rag import __version__
+from rag.errors import ClinragError
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from indexer.cli import register as register_index
+
+    parser = argparse.ArgumentParser(
+        prog="clinrag",
+        description="Retrieval-augmented clinical question answering over guidelines and literature.",
+    )
+    parser.add_argument("--version", action="version", version=f"clinrag {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register_index(commands)
+
+    search = commands.add_parser(
+        "search",
+        help="search an index bundle",
+        description="Search an index bundle with BM25, dense or hybrid "
+        "retrieval and print the best chunks with their sources.",
+    )
+    search.add_argument("query", help="the question or keywords")
+    search.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
+    search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    search.add_argument("--json", action="store_true", help="print results as one JSON object")
+    search.set_defaults(handler=_search)
+    return parser
+
+
+def _search(args: argparse.Namespace) -> int:
+    from rag.retrieve import Searcher
+
+    hits = Searcher.load(args.index).search(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps({"query": args.query, "mode": args.mode, "hits": [h.to_json() for h in hits]}, indent=2))
+        return EXIT_OK
+    for rank, hit in enumerate(hits, start=1):
+        meta = hit.document.meta
+        pages = f", p. {hit.chunk.page_start}" if hit.chunk.page_start else ""
+        print(f"{rank}. {hit.chunk.breadcrumb or meta.title} [{meta.source or meta.doc_type}, {meta.year}{pages}]")
+        snippet = " ".join(hit.chunk.text.split())
+        print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+    if not hits:
+        print("no results")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ClinragError as exc:
+        print(f"clinrag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "clinrag: interrupted; the index on disk is unchanged or fully updated, never half-written", file=sys.stderr
+        )
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""One typed settings object for the whole engine. Unknown keys are errors, not silently ignored.
+
+Settings can come from code, from a JSON or TOML file (`load_settings`) and from CLI flags, which override
+the file. Sections grow as capabilities land (retrieval, generation, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rag.errors import ConfigError
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class EmbedderSettings(_Strict):
+    # A short name of a packaged model, a Hugging Face id, or a local folder.
+    model: str = DEFAULT_EMBEDDER
+    batch_size: int = Field(64, ge=1, le=4096)
+    normalize: bool = True
+    device: str = "cpu"
+    # Hub downloads are off by default: machines here are offline and a silent download is a surprise.
+    allow_download: bool = False
+
+
+class ChunkerSettings(_Strict):
+    # Budget of one chunk in the embedder's own tokens, breadcrumb and special tokens included.
+    # It is capped at the embedder's max_seq_length so nothing is ever truncated silently.
+    max_tokens: int = Field(256, ge=16, le=8192)
+    overlap_tokens: int = Field(32, ge=0)
+    breadcrumb: bool = True
+    # Jaccard similarity of word 5-gram sets above which two chunks count as near duplicates.
+    near_duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0)
+    dedup: bool = True
+
+    @model_validator(mode="after")
+    def _overlap_below_budget(self) -> ChunkerSettings:
+        if self.overlap_tokens >= self.max_tokens // 2:
+            raise ValueError(
+                f"overlap_tokens ({self.overlap_tokens}) must be under half of max_tokens ({self.max_tokens})"
+            )
+        return self
+
+
+class BM25Settings(_Strict):
+    k1: float = Field(1.2, ge=0.0, le=10.0)
+    b: float = Field(0.75, ge=0.0, le=1.0)
+    # "lucene": idf = ln(1 + (N - df + .5)/(df + .5)), never negative. "robertson": rank-bm25's BM25Okapi.
+    idf: Literal["lucene", "robertson"] = "lucene"
+    stem: bool = True
+    stopwords: bool = True
+
+
+class DenseIndexSettings(_Strict):
+    kind: Literal["flat", "hnsw", "ivfpq"] = "flat"
+    hnsw_m: int = Field(32, ge=4, le=256)
+    hnsw_ef_construction: int = Field(200, ge=8)
+    hnsw_ef_search: int = Field(128, ge=8)
+    ivf_nlist: int | None = Field(None, ge=1)  # None: about 4 * sqrt(number of chunks)
+    ivf_nprobe: int = Field(16, ge=1)
+    pq_m: int = Field(48, ge=1)  # sub-quantizers; must divide the embedding dimension
+    pq_bits: int = Field(8, ge=4, le=12)
+
+
+class IndexSettings(_Strict):
+    embedder: EmbedderSettings = EmbedderSettings()
+    chunker: ChunkerSettings = ChunkerSettings()
+    bm25: BM25Settings = BM25Settings()
+    dense: DenseIndexSettings = DenseIndexSettings()
+    # The embedding cache keyed by (model, chunk content hash); None = $CLINRAG_CACHE_DIR or ~/.cache/clinrag.
+    cache_dir: str | None = None
+    use_cache: bool = True
+    progress: bool | None = None  # None: show progress bars when stderr is a terminal
+
+
+class Settings(_Strict):
+    index: IndexSettings = IndexSettings()
+
+
+def settings_from_mapping(data: dict[str, Any], *, origin: str = "settings") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{origin}: invalid settings: {problems}. See README 'Settings' for every key.") from exc
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read settings from a .json or .toml file; unknown keys are rejected with their dotted path."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read settings file ({exc.strerror}); check the path") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8")) if file.suffix == ".toml" else json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid {'TOML' if file.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: settings must be an object at the top level")
+    return settings_from_mapping(data, origin=str(file))
+
+
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """Apply dotted-key overrides (`{"index.chunker.max_tokens": 200}`), validating the result."""
+    data = settings.model_dump()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"unknown setting {dotted!r}")
+            node = node[key]
+        if leaf not in node:
+            raise ConfigError(f"unknown setting {dotted!r}")
+        node[leaf] = value
+    return settings_from_mapping(data, origin="overrides")
+
+
+def default_cache_dir(settings: IndexSettings) -> Path:
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser()
+    env = os.environ.get("CLINRAG_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "clinrag"

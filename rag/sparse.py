@@ -1,0 +1,161 @@
+"""BM25 as sparse matrices: term counts are stored, weights are computed on load, queries are column sums.
+
+The stored part is a CSR matrix of term counts (chunks x vocabulary) plus the vocabulary: enough to rebuild
+the index cheaply when chunks are added or removed, with no pickle. Scoring never loops over documents in
+Python: a query sums a few columns of a precomputed CSC weight matrix, as bm25s does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from rag.config import BM25Settings
+
+Scores = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class TermCounts:
+    """Bag-of-words counts of each chunk: row i is chunk i, column j is `vocab[j]`."""
+
+    matrix: sp.csr_matrix
+    vocab: tuple[str, ...]
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def select_rows(self, rows: Sequence[int]) -> TermCounts:
+        return TermCounts(self.matrix[np.asarray(rows, dtype=np.int64)], self.vocab)
+
+    def extend(self, token_lists: Sequence[Sequence[str]]) -> TermCounts:
+        """Append chunks, growing the vocabulary as needed; existing columns keep their index."""
+        index = {term: j for j, term in enumerate(self.vocab)}
+        vocab = list(self.vocab)
+        indptr = [0]
+        indices: list[int] = []
+        data: list[int] = []
+        for tokens in token_lists:
+            counts: dict[int, int] = {}
+            for token in tokens:
+                j = index.get(token)
+                if j is None:
+                    j = index[token] = len(vocab)
+                    vocab.append(token)
+                counts[j] = counts.get(j, 0) + 1
+            for j in sorted(counts):
+                indices.append(j)
+                data.append(counts[j])
+            indptr.append(len(indices))
+        new_rows = sp.csr_matrix(
+            (np.asarray(data, dtype=np.int32), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
+            shape=(len(token_lists), len(vocab)),
+        )
+        old = self.matrix
+        old = sp.csr_matrix((old.data, old.indices, old.indptr), shape=(old.shape[0], len(vocab)))
+        return TermCounts(sp.vstack([old, new_rows], format="csr").astype(np.int32), tuple(vocab))
+
+    @staticmethod
+    def empty() -> TermCounts:
+        return TermCounts(sp.csr_matrix((0, 0), dtype=np.int32), ())
+
+    @staticmethod
+    def from_tokens(token_lists: Sequence[Sequence[str]]) -> TermCounts:
+        return TermCounts.empty().extend(token_lists)
+
+    def save(self, counts_path: Path, vocab_path: Path) -> None:
+        m = self.matrix
+        with counts_path.open("wb") as fh:
+            np.savez(
+                fh,
+                data=m.data.astype(np.int32),
+                indices=m.indices.astype(np.int32),
+                indptr=m.indptr.astype(np.int64),
+                shape=np.asarray(m.shape, dtype=np.int64),
+            )
+        vocab_path.write_text(json.dumps(list(self.vocab), ensure_ascii=False), encoding="utf-8")
+
+    @staticmethod
+    def load(counts_path: Path, vocab_path: Path) -> TermCounts:
+        with np.load(counts_path, allow_pickle=False) as arrays:
+            shape = tuple(int(x) for x in arrays["shape"])
+            matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        vocab = tuple(json.loads(vocab_path.read_text(encoding="utf-8")))
+        if len(vocab) != shape[1]:
+            raise ValueError(f"{vocab_path}: {len(vocab)} terms but the count matrix has {shape[1]} columns")
+        return TermCounts(matrix, vocab)
+
+
+class BM25Index:
+    """Okapi BM25 over stored term counts."""
+
+    def __init__(self, counts: TermCounts, params: BM25Settings) -> None:
+        self.counts = counts
+        self.params = params
+        self._term_index = {term: j for j, term in enumerate(counts.vocab)}
+        self._weights = _weight_matrix(counts.matrix, params).tocsc()
+
+    @property
+    def n_docs(self) -> int:
+        return self.counts.n_docs
+
+    def term_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Column ids of the query tokens this index knows (repeats kept: BM25 sums per query token)."""
+        return [j for j in (self._term_index.get(t) for t in tokens) if j is not None]
+
+    def scores(self, tokens: Sequence[str]) -> Scores:
+        """BM25 score of every chunk for the query tokens."""
+        ids = self.term_ids(tokens)
+        if not ids or self.n_docs == 0:
+            return np.zeros(self.n_docs, dtype=np.float32)
+        unique, repeats = np.unique(np.asarray(ids), return_counts=True)
+        columns = self._weights[:, unique]
+        return np.asarray(columns @ repeats.astype(np.float32), dtype=np.float32).ravel()
+
+    def top_k(
+        self, tokens: Sequence[str], k: int, allowed: npt.NDArray[np.bool_] | None = None
+    ) -> list[tuple[int, float]]:
+        """The k best (row, score) pairs with a positive score, best first; `allowed` masks rows out."""
+        scores = self.scores(tokens)
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0).astype(np.float32)
+        candidates = np.flatnonzero(scores > 0)
+        if candidates.size == 0 or k <= 0:
+            return []
+        if candidates.size > k:
+            part = np.argpartition(-scores[candidates], k - 1)[:k]
+            candidates = candidates[part]
+        # Ties broken by row so results are reproducible.
+        order = np.lexsort((candidates, -scores[candidates]))
+        return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+
+
+def idf_values(df: npt.NDArray[np.float64], n_docs: int, kind: str) -> npt.NDArray[np.float64]:
+    if kind == "lucene":
+        return np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    # rank-bm25's BM25Okapi: negative idf (terms in over half the docs) floored at 0.25 * mean idf.
+    idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    floor = 0.25 * float(idf.mean()) if idf.size else 0.0
+    return np.where(idf < 0, floor, idf)
+
+
+def _weight_matrix(counts: sp.csr_matrix, params: BM25Settings) -> sp.csr_matrix:
+    n_docs, n_terms = counts.shape
+    if n_docs == 0 or n_terms == 0:
+        return sp.csr_matrix((n_docs, n_terms), dtype=np.float32)
+    tf = counts.astype(np.float64)
+    doc_len = np.asarray(tf.sum(axis=1)).ravel()
+    avg_len = float(doc_len.mean()) or 1.0
+    df = np.bincount(tf.indices, minlength=n_terms).astype(np.float64)
+    idf = idf_values(df, n_docs, params.idf)
+    norm = params.k1 * (1.0 - params.b + params.b * doc_len / avg_len)
+    row_norm = np.repeat(norm, np.diff(tf.indptr))
+    data = idf[tf.indices] * tf.data * (params.k1 + 1.0) / (tf.data + row_norm)
+    return sp.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)

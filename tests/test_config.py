@@ -1,0 +1,45 @@
+"""The settings object rejects unknown keys and bad values with the dotted path in the message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings, load_settings, settings_from_mapping, with_overrides
+from rag.errors import ConfigError
+
+
+def test_defaults_are_valid() -> None:
+    settings = Settings()
+    assert settings.index.chunker.max_tokens == 256
+    assert settings.index.embedder.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert settings.index.dense.kind == "flat"
+
+
+def test_unknown_key_is_rejected_with_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"index\.chunker\.max_tokenz"):
+        settings_from_mapping({"index": {"chunker": {"max_tokenz": 100}}})
+
+
+def test_bad_value_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="overlap_tokens"):
+        settings_from_mapping({"index": {"chunker": {"max_tokens": 64, "overlap_tokens": 40}}})
+    with pytest.raises(ConfigError, match="kind"):
+        settings_from_mapping({"index": {"dense": {"kind": "annoy"}}})
+
+
+def test_files_and_overrides(tmp_path: Path) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text("[index.chunker]\nmax_tokens = 128\n")
+    settings = load_settings(toml)
+    assert settings.index.chunker.max_tokens == 128
+    assert with_overrides(settings, {"index.dense.kind": "hnsw"}).index.dense.kind == "hnsw"
+    with pytest.raises(ConfigError, match="unknown setting"):
+        with_overrides(settings, {"index.nope": 1})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"bad\.json: not valid JSON"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
