@@ -13,7 +13,7 @@ from tqdm import tqdm
 from indexer.chunk import chunk_documents
 from indexer.dedup import find_duplicates
 from indexer.load import iter_source_files, load_source
-from indexer.sources import SourceRecord, source_fingerprint, source_key
+from indexer.sources import TEXT_PIPELINE_VERSION, SourceRecord, source_fingerprint, source_key
 from rag.config import IndexSettings
 from rag.embed import Embedder
 from rag.errors import ConfigError, ModelLoadError
@@ -52,9 +52,9 @@ class _Previous:
         prev = cls()
         if existing is None:
             return prev
-        prev.reusable_chunks = existing.manifest.get("settings", {}).get("chunker") == settings.chunker.model_dump(
-            mode="json"
-        )
+        same_chunker = existing.manifest.get("settings", {}).get("chunker") == settings.chunker.model_dump(mode="json")
+        same_pipeline = existing.manifest.get("text_pipeline_version") == TEXT_PIPELINE_VERSION
+        prev.reusable_chunks = same_chunker and same_pipeline
         prev.records = {r["path"]: SourceRecord.from_json(r) for r in existing.manifest.get("sources", [])}
         doc_source = {}
         for doc in existing.documents:

@@ -20,7 +20,7 @@ import numpy as np
 
 from indexer.assemble import Corpus, SourceOutcome, assemble_corpus
 from indexer.embed_cache import EmbeddingCache
-from indexer.sources import SourceRecord, source_fingerprint, source_key
+from indexer.sources import TEXT_PIPELINE_VERSION, SourceRecord, source_fingerprint, source_key
 from indexer.vectors import Vectors, assemble_vectors
 from rag.config import IndexSettings, default_cache_dir
 from rag.dense import build_dense_index, effective_kind, faiss_ids
@@ -190,7 +190,7 @@ def _update(
             progress=show,
         )
         timings = dict(corpus.timings)
-        if existing is not None and not corpus.changed and _same_settings(existing, settings, tokenizer):
+        if existing is not None and not corpus.changed and _same_build(existing, settings):
             return _report(directory, False, corpus, None, started, timings)
         cache = _open_cache(settings)
         t0 = time.perf_counter()
@@ -228,8 +228,12 @@ def _existing_dim(existing: BundleContents | None) -> int:
     return int(existing.manifest["embedder"]["dim"])
 
 
-def _same_settings(existing: BundleContents, settings: IndexSettings, tokenizer: ClinicalTokenizer) -> bool:
-    return bool(existing.manifest.get("settings") == settings.model_dump(mode="json"))
+def _same_build(existing: BundleContents, settings: IndexSettings) -> bool:
+    manifest = existing.manifest
+    return bool(
+        manifest.get("settings") == settings.model_dump(mode="json")
+        and manifest.get("text_pipeline_version") == TEXT_PIPELINE_VERSION
+    )
 
 
 def _open_cache(settings: IndexSettings) -> EmbeddingCache | None:
@@ -294,6 +298,7 @@ def _manifest(
             else previous.get("embedder", {}).get("max_tokens"),
         },
         "chunker": settings.chunker.model_dump(mode="json"),
+        "text_pipeline_version": TEXT_PIPELINE_VERSION,
         "bm25": {**settings.bm25.model_dump(mode="json"), "tokenizer": tokenizer.config.to_json()},
         "dense": {
             **settings.dense.model_dump(mode="json"),

@@ -2,7 +2,7 @@
 
 A chunk is an exact slice of its document (citations point at offsets), never crosses a heading boundary, and
 is verified with `count_tokens` so the embedder never truncates it silently. Tokenizer calls dominate the
-cost, so every call is batched across all sentences (and chunks) of many documents at once.
+cost, so each call takes the whole sections (then all the chunks) of many documents at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ Unit = tuple[int, int, int]  # (char_start, char_end, estimated tokens): a sente
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*\s+")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*•‣◦▪●○·–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])[ \t]+", re.MULTILINE)
+_MARKER = re.compile(r"[ \t]*(?:\d{1,3}|[a-zA-Z])\.\s+")
 _OPENERS = frozenset("([{\"'“‘")
 _BULLETS = frozenset("-*•‣◦▪●○·–")
 _ABBREVIATIONS = frozenset(
@@ -62,6 +63,8 @@ def _ends_sentence(text: str, match: re.Match[str]) -> bool:
         return False
     if text[match.start()] != "." or match.group().startswith(".."):
         return True
+    if _MARKER.fullmatch(text, text.rfind("\n", 0, match.start()) + 1, match.end()):
+        return False  # "1. Refer urgently": the period of a list number at a line start ends nothing
     words = text[max(0, match.start() - 32) : match.start()].split()
     return not (words and _is_abbreviation(words[-1]))
 
@@ -235,13 +238,26 @@ def _chunk_verified(segments: list[_Segment], embedder: Embedder, budget: int, s
 
 
 def _plan(seg: _Segment, overlap: int) -> list[Span]:
-    """Character spans of the segment's chunks at its current room; chunks without letters or digits dropped."""
+    """Character spans of the segment's chunks at its current room.
+
+    Chunks without letters or digits are dropped, and so are chunks that hold only Markdown heading lines:
+    a section whose text is just its heading says nothing its subsections' breadcrumbs do not already say.
+    """
     text = seg.doc.text
     units: list[Unit] = []
     for (s, e), toks in zip(seg.sentences, seg.tokens, strict=True):
         units.extend([(s, e, len(toks))] if len(toks) <= seg.avail else _split_long(text, s, e, toks, seg.avail))
     spans = [(units[k][0], units[j - 1][1]) for k, j in _pack([u[2] for u in units], seg.avail, overlap)]
-    return [(a, b) for a, b in spans if any(ch.isalnum() for ch in text[a:b])]
+    return [(a, b) for a, b in spans if any(ch.isalnum() for ch in text[a:b]) and not _only_headings(text, a, b)]
+
+
+_HEADING_LINE = re.compile(r"#{1,6}(?:\s.*)?")
+
+
+def _only_headings(text: str, start: int, end: int) -> bool:
+    at_line_start = start == 0 or text[:start].rstrip(" \t").endswith("\n") or not text[:start].strip(" \t")
+    lines = [line.strip(" \t") for line in text[start:end].split("\n")]
+    return at_line_start and all(_HEADING_LINE.fullmatch(line) for line in lines if line)
 
 
 def _split_long(text: str, start: int, end: int, toks: list[Span], avail: int) -> list[Unit]:

@@ -77,7 +77,7 @@ def _shingle_sets(docs: Sequence[list[str]]) -> list[U64]:
     """Sorted unique 64-bit hashes of each text's word 5-grams (empty for texts under 5 words)."""
     all_words = list(itertools.chain.from_iterable(docs))
     vocab = {w: i for i, w in enumerate(dict.fromkeys(all_words))}
-    # A keyed hash of the word itself, not its vocabulary index, so a text's shingles never depend on its neighbours.
+    # A hash of the word itself, not its vocabulary index, so a text's shingles never depend on its neighbours.
     word_hash = np.fromiter(
         (int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little") for w in vocab),
         np.uint64,
@@ -108,24 +108,29 @@ def _near_pairs(shingles: Sequence[U64], threshold: float) -> list[tuple[int, in
     # prunes pairs that are near-certainly under it, so the exact check runs on few pairs in templated corpora.
     need = NUM_PERM * (threshold - 6.0 * math.sqrt(threshold * (1.0 - threshold) / NUM_PERM))
     is_dup = np.zeros(len(members), dtype=bool)
-    sets: dict[int, set[int]] = {}
     pairs: list[tuple[int, int]] = []
     for j, refs in sorted(_lsh_candidates(signatures, threshold).items()):
         cands = np.unique(np.concatenate([group[:pos] for group, pos in refs]))
         cands = cands[~is_dup[cands]]
         cands = cands[np.count_nonzero(signatures[cands] == signatures[j], axis=1) >= need]
-        for i in cands.tolist():
-            if _jaccard(_as_set(sets, shingles, members[i]), _as_set(sets, shingles, members[j])) >= threshold:
-                is_dup[j] = True
-                pairs.append((members[i], members[j]))
-                break
+        if not len(cands):
+            continue
+        similar = np.flatnonzero(_jaccards([shingles[members[i]] for i in cands], shingles[members[j]]) >= threshold)
+        if len(similar):
+            is_dup[j] = True
+            pairs.append((members[int(cands[similar[0]])], members[j]))  # candidates ascend: the earliest wins
     return pairs
 
 
-def _as_set(cache: dict[int, set[int]], shingles: Sequence[U64], i: int) -> set[int]:
-    if i not in cache:
-        cache[i] = set(shingles[i].tolist())
-    return cache[i]
+def _jaccards(sets: Sequence[U64], target: U64) -> npt.NDArray[np.float64]:
+    """Exact Jaccard of each sorted unique set with `target`, in one vectorised pass for all candidates."""
+    flat = np.concatenate(sets)
+    lengths = np.fromiter((len(s) for s in sets), np.int64, len(sets))
+    pos = np.minimum(np.searchsorted(target, flat), len(target) - 1)
+    hits = (target[pos] == flat).astype(np.int64)
+    inter = np.add.reduceat(hits, np.concatenate(([0], np.cumsum(lengths)[:-1])))
+    result: npt.NDArray[np.float64] = inter / (lengths + len(target) - inter)
+    return result
 
 
 def _minhash(sets: Sequence[U64]) -> npt.NDArray[np.uint32]:
@@ -181,8 +186,3 @@ def _lsh_candidates(signatures: npt.NDArray[np.uint32], threshold: float) -> dic
             for pos, j in enumerate(group.tolist()[1:], start=1):
                 refs[j].append((group, pos))
     return refs
-
-
-def _jaccard(a: set[int], b: set[int]) -> float:
-    inter = len(a & b)
-    return inter / (len(a) + len(b) - inter)

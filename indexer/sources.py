@@ -12,6 +12,11 @@ from typing import Any
 from rag.store import file_sha256
 from rag.types import LoadFailure
 
+# Bump whenever a loader or the chunker changes what it makes of the same file: bundles built by an older
+# pipeline then re-chunk their sources on the next update (vectors of unchanged chunk text still come back
+# from the bundle or the cache, so this costs little).
+TEXT_PIPELINE_VERSION = 1
+
 
 @dataclass(frozen=True)
 class SourceRecord:

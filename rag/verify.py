@@ -27,8 +27,9 @@ class VerifyReport:
         return {"directory": self.directory, "ok": self.ok, "problems": self.problems, "counts": self.counts}
 
 
-def verify_bundle(directory: Path) -> VerifyReport:
+def verify_bundle(directory: str | Path) -> VerifyReport:
     """Check every file against its manifest checksum, then the cross-file invariants."""
+    directory = Path(directory)
     manifest = read_manifest(directory)
     problems: list[str] = []
     for role, info in manifest.get("files", {}).items():

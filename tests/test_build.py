@@ -222,3 +222,23 @@ def test_no_pickle_in_the_bundle(
                 for name in loaded.files:
                     assert loaded[name].dtype != object
         assert b"\x80\x04\x95" not in path.read_bytes()[:64]  # pickle protocol 4 header
+
+
+def test_new_text_pipeline_rechunks_but_reuses_vectors(
+    tmp_path: Path,
+    corpus: Path,
+    settings: IndexSettings,
+    fake_embedder: HashEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "index"
+    first = build_index([corpus], out, settings, embedder=fake_embedder)
+    import indexer.assemble
+    import indexer.build
+
+    monkeypatch.setattr(indexer.assemble, "TEXT_PIPELINE_VERSION", 999)
+    monkeypatch.setattr(indexer.build, "TEXT_PIPELINE_VERSION", 999)
+    again = build_index([corpus], out, settings, embedder=fake_embedder)
+    assert again.committed and again.sources_loaded == 3
+    assert again.vectors_embedded == 0 and again.vectors_reused == first.searchable_chunks
+    assert read_manifest(out)["text_pipeline_version"] == 999
