@@ -19,6 +19,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     from indexer.cli import register as register_index
+    from rag.evaluation.cli import register as register_eval
 
     parser = argparse.ArgumentParser(
         prog="clinrag",
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
     search.add_argument("--json", action="store_true", help="print results as one JSON object")
     search.set_defaults(handler=_search)
+    register_eval(commands)
     return parser
 
 
@@ -51,7 +53,7 @@ def _search(args: argparse.Namespace) -> int:
         print(json.dumps({"query": args.query, "mode": args.mode, "hits": [h.to_json() for h in hits]}, indent=2))
         return EXIT_OK
     for rank, hit in enumerate(hits, start=1):
-        meta = hit.document.meta
+        meta = hit.meta
         pages = f", p. {hit.chunk.page_start}" if hit.chunk.page_start else ""
         print(f"{rank}. {hit.chunk.breadcrumb or meta.title} [{meta.source or meta.doc_type}, {meta.year}{pages}]")
         snippet = " ".join(hit.chunk.text.split())

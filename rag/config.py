@@ -83,8 +83,24 @@ class IndexSettings(_Strict):
     progress: bool | None = None  # None: show progress bars when stderr is a terminal
 
 
+class RetrievalSettings(_Strict):
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    k: int = Field(10, ge=1, le=1000)
+    # Candidates taken from each retriever before fusion: deep pools let fusion find what one side missed.
+    depth: int = Field(100, ge=1, le=10_000)
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: float = Field(60.0, ge=0.0)
+    # Weights of each retriever in fusion (RRF and convex); missing names weigh 0.
+    weights: dict[str, float] = Field(default_factory=lambda: {"bm25": 1.0, "dense": 1.0})
+    collapse_documents: bool = False  # at most one chunk per document
+    mmr: bool = False
+    mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
+    query_cache_size: int = Field(1024, ge=0)
+
+
 class Settings(_Strict):
     index: IndexSettings = IndexSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
 
 def settings_from_mapping(data: dict[str, Any], *, origin: str = "settings") -> Settings:

@@ -1,119 +1,220 @@
-"""Search over an index bundle: BM25, dense, or both fused by reciprocal rank.
+"""Hybrid search over an index bundle: BM25 and dense retrievers, filters before fusion, fused evidence.
 
-This is the first cut that the index-building work needs to prove a bundle answers queries; the query
-engine (filters, fusion options, evidence keys) grows from here.
+    searcher = Searcher.load("indexes/demo")
+    evidence = searcher.search("first-line treatment of cystitis", k=5, filters=Filters.of(types=["guideline"]))
+
+Each `Evidence` carries its chunk, its document's metadata, the fused score and every retriever's rank and
+score, so an answer can explain why a passage was found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from rag.config import IndexSettings
-from rag.dense import faiss_id, search_dense
+import numpy as np
+import numpy.typing as npt
+
+from rag.config import IndexSettings, RetrievalSettings
+from rag.dense import faiss_ids
 from rag.embed import Embedder, LazyEmbedder
 from rag.errors import ConfigError
+from rag.filters import Filters
+from rag.fusion import (
+    Fused,
+    collapse,
+    convex_combination,
+    first_occurrences,
+    maximal_marginal_relevance,
+    reciprocal_rank_fusion,
+)
 from rag.sparse import BM25Index
-from rag.store import BundleContents, DocumentRecord, check_embedder, load_bundle
-from rag.tokenize import tokenizer_from_json
-from rag.types import Chunk
+from rag.store import BundleContents, check_embedder, load_bundle
+from rag.tokenize import ClinicalTokenizer, tokenizer_from_json
+from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
 
 Mode = Literal["hybrid", "bm25", "dense"]
+Mask = npt.NDArray[np.bool_]
+Ranking = list[tuple[int, float]]
 MAX_QUERY_CHARS = 10_000
 
 
-@dataclass(frozen=True)
-class Hit:
-    chunk: Chunk
-    document: DocumentRecord
-    score: float
-    bm25_rank: int | None = None
-    dense_rank: int | None = None
+class Retriever(Protocol):
+    """Ranks chunk rows for a query; rows outside `allowed` are never returned."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "chunk_id": self.chunk.chunk_id,
-            "doc_id": self.chunk.doc_id,
-            "title": self.document.meta.title,
-            "breadcrumb": self.chunk.breadcrumb,
-            "type": self.document.meta.doc_type,
-            "source": self.document.meta.source,
-            "year": self.document.meta.year,
-            "url": self.document.meta.url,
-            "pages": [self.chunk.page_start, self.chunk.page_end] if self.chunk.page_start else None,
-            "score": round(self.score, 6),
-            "bm25_rank": self.bm25_rank,
-            "dense_rank": self.dense_rank,
-            "text": self.chunk.text,
-        }
+    name: str
+
+    def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking: ...
+
+
+class Reranker(Protocol):
+    """Re-orders fused evidence (a trained cross-encoder can plug in here)."""
+
+    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]: ...
+
+
+class NoopReranker:
+    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
+        return evidence
+
+
+class BM25Retriever:
+    name = "bm25"
+
+    def __init__(self, index: BM25Index, tokenizer: ClinicalTokenizer) -> None:
+        self.index = index
+        self.tokenizer = tokenizer
+
+    def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
+        return self.index.top_k(self.tokenizer.tokenize(query), depth, allowed)
+
+
+class DenseRetriever:
+    """FAISS search with the bundle's embedder; query vectors are cached per retriever (not globally)."""
+
+    name = "dense"
+
+    def __init__(self, dense_index: Any, chunks: Sequence[Chunk], embedder: Embedder, cache_size: int = 1024) -> None:
+        self.index = dense_index
+        self.embedder = embedder
+        self._ids = faiss_ids([c.chunk_id for c in chunks])
+        self._row_of = {int(i): row for row, i in enumerate(self._ids)}
+        self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def query_vector(self, query: str) -> npt.NDArray[np.float32]:
+        vec = self._cache.get(query)
+        if vec is None:
+            vec = self.embedder.embed([query])[0]
+            if self._cache_size:
+                self._cache[query] = vec
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(query)
+        return vec
+
+    def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
+        import faiss
+
+        if self.index.ntotal == 0:
+            return []
+        vec = self.query_vector(query).reshape(1, -1)
+        params = None
+        if allowed is not None:
+            keep = self._ids[allowed]
+            if keep.size == 0:
+                return []
+            selector = faiss.IDSelectorBatch(keep)  # kept referenced: FAISS does not own it
+            params = faiss.SearchParameters()
+            params.sel = selector
+        scores, ids = self.index.search(vec, min(depth, self.index.ntotal), params=params)
+        return [(self._row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
 
 
 class Searcher:
-    """A loaded bundle plus the embedder and tokenizer it was built with."""
+    """A loaded bundle with its retrievers. Build with `Searcher.load`."""
 
-    def __init__(self, bundle: BundleContents, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        bundle: BundleContents,
+        embedder: Embedder,
+        settings: RetrievalSettings | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
         check_embedder(bundle.manifest, bundle.path, embedder.name)
+        index_settings = IndexSettings.model_validate(bundle.manifest["settings"])
         self.bundle = bundle
-        self.embedder = embedder
+        self.settings = settings or RetrievalSettings()
         self.chunks = bundle.active_chunks
-        self.documents = {d.doc_id: d for d in bundle.documents}
-        bm25 = bundle.manifest["bm25"]
-        self.tokenizer = tokenizer_from_json(bm25["tokenizer"])
-        self.bm25 = BM25Index(bundle.term_counts, IndexSettings.model_validate(bundle.manifest["settings"]).bm25)
-        self._row_of_faiss_id = {faiss_id(c.chunk_id): i for i, c in enumerate(self.chunks)}
+        self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
+        self.reranker: Reranker = reranker or NoopReranker()
+        tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
+        self.retrievers: dict[str, Retriever] = {
+            "bm25": BM25Retriever(BM25Index(bundle.term_counts, index_settings.bm25), tokenizer),
+            "dense": DenseRetriever(bundle.dense_index, self.chunks, embedder, self.settings.query_cache_size),
+        }
 
     @classmethod
-    def load(cls, index_dir: str | Path, embedder: Embedder | None = None) -> Searcher:
+    def load(
+        cls,
+        index_dir: str | Path,
+        embedder: Embedder | None = None,
+        settings: RetrievalSettings | None = None,
+        reranker: Reranker | None = None,
+    ) -> Searcher:
         bundle = load_bundle(Path(index_dir))
-        settings = IndexSettings.model_validate(bundle.manifest["settings"])
-        return cls(bundle, embedder or LazyEmbedder(settings.embedder))
+        index_settings = IndexSettings.model_validate(bundle.manifest["settings"])
+        return cls(bundle, embedder or LazyEmbedder(index_settings.embedder), settings, reranker)
 
-    def search(self, query: str, k: int = 5, mode: Mode = "hybrid", depth: int = 50, rrf_k: int = 60) -> list[Hit]:
-        text = _clean_query(query)
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: Filters | None = None,
+        mode: Mode | None = None,
+    ) -> list[Evidence]:
+        """The k best chunks for `query`; fewer when fewer pass the filters or match at all."""
+        text = clean_query(query)
+        k = self.settings.k if k is None else k
         if k <= 0:
             raise ConfigError(f"k must be positive, got {k}")
-        ranked: dict[str, list[tuple[int, float]]] = {}
-        if mode in ("bm25", "hybrid"):
-            ranked["bm25"] = self.bm25.top_k(self.tokenizer.tokenize(text), max(k, depth))
-        if mode in ("dense", "hybrid"):
-            ranked["dense"] = self._dense(text, max(k, depth))
-        if mode not in ("bm25", "dense", "hybrid"):
+        mode = mode or self.settings.mode
+        names = {"hybrid": ["bm25", "dense"], "bm25": ["bm25"], "dense": ["dense"]}.get(mode)
+        if names is None:
             raise ConfigError(f"unknown search mode {mode!r}; use hybrid, bm25 or dense")
-        return self._fuse(ranked, k, rrf_k)
+        allowed = (filters or Filters()).mask(self.chunks, self.metas)
+        depth = max(k, self.settings.depth)
+        rankings = {name: self.retrievers[name].retrieve(text, depth, allowed) for name in names}
+        fused = self._fuse(rankings)
+        if self.settings.collapse_documents:
+            fused = collapse(fused, lambda row: self.chunks[row].doc_id)
+        if self.settings.mmr and len(fused) > 1:
+            fused = self._diversify(fused, k)
+        evidence = [self._evidence(item) for item in fused[:k]]
+        return self.reranker.rerank(text, evidence)
 
-    def _dense(self, text: str, k: int) -> list[tuple[int, float]]:
-        query = self.embedder.embed([text])
-        scores, ids = search_dense(self.bundle.dense_index, query, k)
-        return [(self._row_of_faiss_id[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+    def _fuse(self, rankings: dict[str, Ranking]) -> list[Fused[int]]:
+        if len(rankings) == 1:
+            # One retriever: keep its own scores, so BM25 and cosine values stay interpretable.
+            ((name, ranking),) = rankings.items()
+            unique = first_occurrences(ranking)
+            return [Fused(row, score, {name: rank}, {name: score}) for rank, (row, score) in enumerate(unique, 1)]
+        if self.settings.fusion == "convex":
+            return convex_combination(rankings, self.settings.weights)
+        return reciprocal_rank_fusion(rankings, k=self.settings.rrf_k, weights=self.settings.weights)
 
-    def _fuse(self, ranked: dict[str, list[tuple[int, float]]], k: int, rrf_k: int) -> list[Hit]:
-        fused: dict[int, float] = {}
-        ranks: dict[str, dict[int, int]] = {name: {} for name in ranked}
-        for name, rows in ranked.items():
-            for rank, (row, score) in enumerate(rows, start=1):
-                ranks[name].setdefault(row, rank)
-                single = score if len(ranked) == 1 else 1.0 / (rrf_k + rank)
-                fused.setdefault(row, 0.0)
-                if ranks[name][row] == rank:  # a row listed twice by one retriever counts once
-                    fused[row] += single
-        order = sorted(fused, key=lambda row: (-fused[row], row))[:k]
-        return [
-            Hit(
-                chunk=self.chunks[row],
-                document=self.documents[self.chunks[row].doc_id],
-                score=fused[row],
-                bm25_rank=ranks.get("bm25", {}).get(row),
-                dense_rank=ranks.get("dense", {}).get(row),
-            )
-            for row in order
-        ]
+    def _diversify(self, fused: list[Fused[int]], k: int) -> list[Fused[int]]:
+        pool = fused[: max(3 * k, k)]
+        vectors = np.asarray(self.bundle.vectors[[item.key for item in pool]], dtype=np.float32)
+        return maximal_marginal_relevance(pool, vectors, k, self.settings.mmr_lambda)
+
+    def _evidence(self, item: Fused[int]) -> Evidence:
+        chunk = self.chunks[item.key]
+        hits = {name: RetrieverHit(rank, item.scores[name]) for name, rank in item.ranks.items()}
+        return Evidence(chunk, self.metas[chunk.doc_id], item.score, hits)
 
 
-def _clean_query(query: str) -> str:
+def clean_query(query: str) -> str:
+    """Printable text, at most MAX_QUERY_CHARS; refuses a query with no letters or digits."""
     if not isinstance(query, str):
         raise ConfigError(f"query must be text, got {type(query).__name__}")
-    text = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in query).strip()
+    text = "".join(ch if ch.isprintable() else " " for ch in query[: MAX_QUERY_CHARS * 2])
+    text = " ".join(text.split())[:MAX_QUERY_CHARS]
     if not any(ch.isalnum() for ch in text):
         raise ConfigError("query is empty or has no letters or digits; ask a question in words")
-    return text[:MAX_QUERY_CHARS]
+    return text
+
+
+__all__ = [
+    "BM25Retriever",
+    "DenseRetriever",
+    "Evidence",
+    "Filters",
+    "NoopReranker",
+    "Reranker",
+    "Searcher",
+    "clean_query",
+]

@@ -145,11 +145,14 @@ def check_embedder(manifest: Mapping[str, Any], directory: Path, name: str, dim:
         )
 
 
-def load_bundle(directory: Path, *, dense_settings: Any = None, mmap: bool = True) -> BundleContents:
+def load_bundle(directory: Path, *, mmap: bool = True) -> BundleContents:
     """Load the committed generation. Vectors are memory-mapped, so loading a large index is cheap."""
+    from rag.config import DenseIndexSettings
     from rag.dense import read_dense_index
 
     manifest = read_manifest(directory)
+    # Search-time FAISS parameters (efSearch, nprobe) are the ones the bundle was built with.
+    dense_settings = DenseIndexSettings.model_validate(manifest.get("settings", {}).get("dense", {}))
     files = {role: directory / info["name"] for role, info in manifest["files"].items()}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:

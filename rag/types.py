@@ -205,3 +205,38 @@ def parse_year(value: object) -> int | None:
         return value if 1900 <= value <= 2099 else None
     match = _YEAR.search(str(value or ""))
     return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class RetrieverHit:
+    """Where one retriever placed a chunk: 1-based rank and that retriever's own score."""
+
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A retrieved chunk with its document's metadata and why it was found (each retriever's rank and score)."""
+
+    chunk: Chunk
+    meta: DocumentMeta
+    score: float  # the fused score that ordered the results
+    retrievers: Mapping[str, RetrieverHit] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk.chunk_id,
+            "doc_id": self.chunk.doc_id,
+            "title": self.meta.title,
+            "breadcrumb": self.chunk.breadcrumb,
+            "type": self.meta.doc_type,
+            "source": self.meta.source,
+            "year": self.meta.year,
+            "url": self.meta.url,
+            "pages": [self.chunk.page_start, self.chunk.page_end] if self.chunk.page_start is not None else None,
+            "char_span": [self.chunk.char_start, self.chunk.char_end],
+            "score": round(self.score, 6),
+            "retrievers": {name: {"rank": h.rank, "score": round(h.score, 6)} for name, h in self.retrievers.items()},
+            "text": self.chunk.text,
+        }

@@ -77,8 +77,8 @@ def test_round_trip_build_info_verify_add_remove(
     assert verify_bundle(out).ok
 
     hits = Searcher.load(out, fake_embedder).search("nitrofurantoin for cystitis", k=2)
-    assert hits[0].document.meta.title == "Cystitis"
-    assert hits[0].document.meta.year == 2020 and hits[0].bm25_rank is not None
+    assert hits[0].meta.title == "Cystitis"
+    assert hits[0].meta.year == 2020 and "bm25" in hits[0].retrievers
 
     new = write_md(tmp_path / "more", "asthma.md", "Asthma", "## Relief\n\nUse budesonide-formoterol as needed.")
     added = add_sources(out, [new], embedder=fake_embedder)
@@ -90,7 +90,7 @@ def test_round_trip_build_info_verify_add_remove(
     removed = remove_from_index(out, doc_ids=["htn"], embedder=fake_embedder)
     assert removed.documents == 3 and removed.vectors_embedded == 0
     assert verify_bundle(out).ok
-    titles = {h.document.meta.title for h in Searcher.load(out, fake_embedder).search("thiazide amlodipine", k=10)}
+    titles = {h.meta.title for h in Searcher.load(out, fake_embedder).search("thiazide amlodipine", k=10)}
     assert "Hypertension" not in titles
 
     gone = remove_from_index(out, source_paths=[new], embedder=fake_embedder)
@@ -147,7 +147,7 @@ def test_a_source_that_turns_bad_keeps_its_previous_version(
     assert report.exit_code == 1 and report.documents == 3
     assert "kept the previously indexed version" in report.failures[0].reason
     hits = Searcher.load(out, fake_embedder).search("nitrofurantoin", k=1)
-    assert hits[0].document.meta.title == "Cystitis"
+    assert hits[0].meta.title == "Cystitis"
 
 
 def test_duplicate_documents_collapse(

@@ -1,0 +1,160 @@
+"""Retrieval evaluation on BEIR-format data: nDCG@10, Recall@10, Recall@100, MRR@10 per search mode.
+
+Results are chunk-level; a document counts at the rank of its best chunk, as qrels judge documents.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.errors import ClinragError, ConfigError
+from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
+
+Qrels = dict[str, dict[str, int]]
+SearchFn = Callable[[str, int], list[str]]  # (query, k documents) -> document ids, best first
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    queries: dict[str, str]
+    qrels: Qrels
+
+    def limited(self, limit: int | None) -> RetrievalTask:
+        ids = [q for q in self.queries if q in self.qrels]
+        if limit is not None:
+            ids = ids[:limit]
+        return RetrievalTask({q: self.queries[q] for q in ids}, {q: self.qrels[q] for q in ids})
+
+
+@dataclass(frozen=True)
+class ModeScores:
+    mode: str
+    queries: int
+    ndcg_at_10: float
+    recall_at_10: float
+    recall_at_100: float
+    mrr_at_10: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    failed_queries: int = 0
+    per_query: dict[str, float] = field(default_factory=dict, repr=False)  # nDCG@10 by query id
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "queries": self.queries,
+            "ndcg@10": round(self.ndcg_at_10, 4),
+            "recall@10": round(self.recall_at_10, 4),
+            "recall@100": round(self.recall_at_100, 4),
+            "mrr@10": round(self.mrr_at_10, 4),
+            "latency_ms": {"p50": round(self.latency_ms_p50, 2), "p95": round(self.latency_ms_p95, 2)},
+            "failed_queries": self.failed_queries,
+        }
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """BEIR queries.jsonl (`_id`, `text`); bad lines are errors that name the line."""
+    queries: dict[str, str] = {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    queries[str(row["_id"])] = str(row["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ConfigError(
+                        f"{path}: line {number}: not a BEIR query ({exc}); expected _id and text"
+                    ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read queries ({exc.strerror}); check the path") from exc
+    return queries
+
+
+def load_qrels(path: Path) -> Qrels:
+    """BEIR qrels TSV (`query-id corpus-id score`, header optional) or TREC (`qid 0 docid rel`)."""
+    qrels: Qrels = {}
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            for number, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+                cells = row if len(row) > 1 else (row[0].split() if row else [])
+                if not cells or (number == 1 and cells[0] in {"query-id", "qid", "query_id"}):
+                    continue
+                if len(cells) == 4:  # TREC: qid iteration docid relevance
+                    cells = [cells[0], cells[2], cells[3]]
+                if len(cells) != 3:
+                    raise ConfigError(f"{path}: line {number}: expected query-id, corpus-id, score")
+                try:
+                    qrels.setdefault(cells[0], {})[cells[1]] = int(float(cells[2]))
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: line {number}: relevance {cells[2]!r} is not a number") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read qrels ({exc.strerror}); check the path") from exc
+    return qrels
+
+
+def resolve_beir(
+    corpus: Sequence[Path], queries: Path | None, qrels: Path | None, split: str = "dev"
+) -> tuple[list[Path], Path, Path]:
+    """Accept a BEIR directory (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or explicit files."""
+    files: list[Path] = []
+    for path in corpus:
+        if path.is_dir() and (path / "corpus.jsonl").is_file():
+            files.append(path / "corpus.jsonl")
+            queries = queries or path / "queries.jsonl"
+            qrels = qrels or path / "qrels" / f"{split}.tsv"
+        else:
+            files.append(path)
+    if queries is None or qrels is None:
+        raise ConfigError("give --queries and --qrels, or a BEIR directory as --corpus")
+    return files, queries, qrels
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+def evaluate(task: RetrievalTask, search: SearchFn, mode: str, depth: int = 100) -> ModeScores:
+    """Run every query once; a query that fails scores zero and is counted, never stops the run."""
+    ndcg: list[float] = []
+    r10: list[float] = []
+    r100: list[float] = []
+    mrr: list[float] = []
+    latency: list[float] = []
+    per_query: dict[str, float] = {}
+    failed = 0
+    for qid, text in task.queries.items():
+        judged = task.qrels[qid]
+        started = time.perf_counter()
+        try:
+            ranked = unique_in_order(search(text, depth))
+        except ClinragError:
+            ranked, failed = [], failed + 1
+        latency.append((time.perf_counter() - started) * 1000)
+        per_query[qid] = ndcg_at_k(ranked, judged, 10)
+        ndcg.append(per_query[qid])
+        r10.append(recall_at_k(ranked, judged, 10))
+        r100.append(recall_at_k(ranked, judged, 100))
+        mrr.append(mrr_at_k(ranked, judged, 10))
+    n = len(task.queries)
+    return ModeScores(
+        mode=mode,
+        queries=n,
+        ndcg_at_10=_mean(ndcg),
+        recall_at_10=_mean(r10),
+        recall_at_100=_mean(r100),
+        mrr_at_10=_mean(mrr),
+        latency_ms_p50=float(np.percentile(latency, 50)) if latency else 0.0,
+        latency_ms_p95=float(np.percentile(latency, 95)) if latency else 0.0,
+        failed_queries=failed,
+        per_query=per_query,
+    )
