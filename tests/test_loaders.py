@@ -15,7 +15,7 @@ from pypdf import PageObject, PdfReader, PdfWriter
 
 from indexer.load import SUPPORTED_SUFFIXES, file_sha256, iter_source_files, load_source
 from indexer.load.pdf import join_pages, normalise_pdf_text
-from rag.types import LoadResult, SourceDocument
+from rag.types import LoadResult, SectionSpan, SourceDocument
 
 TB_PDF = "guidelines/cdc_what_you_need_to_know_about_tb.pdf"
 
@@ -332,10 +332,12 @@ def test_real_medquad_corpus(shared_data: Path) -> None:
     result = load_source(shared_data / "retrieval" / "medquad" / "corpus.jsonl")
     elapsed = time.perf_counter() - started
     assert len(result.documents) == 16_407 and not result.failures
-    assert elapsed < 2.0
+    assert elapsed < 10.0  # about 1 s on 2 cores; generous so a loaded CI machine does not flake
     first = result.documents[0]
     assert first.doc_id == "medquad:00000"
     assert first.meta.doc_type == "consumer-health" and first.meta.url and "qtype" in first.meta.extra
+    # The question type is the passage's section: "Information", "Treatment", ...
+    assert first.sections == (SectionSpan(("Information",), 0, len(first.text)),)
 
 
 # --- PubMedQA JSON ----------------------------------------------------------------------------------------

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from indexer.load.common import Overrides, build_meta, fail, short_title
-from rag.types import DocType, LoadFailure, LoadResult, SourceDocument
+from rag.types import DocType, LoadFailure, LoadResult, SectionSpan, SourceDocument
 
 DEFAULT_TYPE: DocType = "literature"
+# Metadata keys that name the section a passage comes from. MedQuAD names it by question type ("treatment",
+# "symptoms"): the same heading a consumer-health page gives it, and what tells its passages apart.
+SECTION_KEYS = ("section", "qtype")
 
 
 class RecordError(ValueError):
@@ -64,4 +67,7 @@ def _document(line: bytes, source_path: str, overrides: Overrides) -> SourceDocu
         meta = build_meta(metadata, title=title, default_type=DEFAULT_TYPE, overrides=overrides)
     except ValueError as exc:
         raise RecordError(f"record {doc_id!r}: {exc}") from exc
-    return SourceDocument(doc_id=doc_id, text=text.strip(), meta=meta, source_path=source_path)
+    body = text.strip()
+    label = next((str(metadata[key]).strip() for key in SECTION_KEYS if str(metadata.get(key) or "").strip()), "")
+    sections = (SectionSpan((label[:1].upper() + label[1:],), 0, len(body)),) if label else ()
+    return SourceDocument(doc_id=doc_id, text=body, meta=meta, source_path=source_path, sections=sections)
