@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from indexer.assemble import Corpus, SourceOutcome, assemble_corpus
+from indexer.assemble import Corpus, assemble_corpus
 from indexer.embed_cache import EmbeddingCache
-from indexer.sources import TEXT_PIPELINE_VERSION, SourceRecord, source_fingerprint, source_key
-from indexer.vectors import Vectors, assemble_vectors
+from indexer.sources import TEXT_PIPELINE_VERSION, source_key
+from indexer.vectors import Vectors, VectorStats, assemble_vectors
 from rag.config import IndexSettings, default_cache_dir
 from rag.dense import build_dense_index, effective_kind, faiss_ids
 from rag.embed import Embedder, LazyEmbedder
-from rag.errors import BundleError, BundleMismatchError, ConfigError
+from rag.errors import BundleError, ConfigError
 from rag.sparse import TermCounts
 from rag.store import (
     BundleContents,
@@ -191,7 +191,7 @@ def _update(
         )
         timings = dict(corpus.timings)
         if existing is not None and not corpus.changed and _same_build(existing, settings):
-            return _report(directory, False, corpus, None, started, timings)
+            return _report(directory, False, corpus, VectorStats(), started, timings)
         cache = _open_cache(settings)
         t0 = time.perf_counter()
         try:
@@ -318,7 +318,7 @@ def _manifest(
 
 
 def _report(
-    directory: Path, committed: bool, corpus: Corpus, stats: Any, started: float, timings: dict[str, float]
+    directory: Path, committed: bool, corpus: Corpus, stats: VectorStats, started: float, timings: dict[str, float]
 ) -> BuildReport:
     n_active = sum(1 for c in corpus.chunks if c.duplicate_of is None)
     return BuildReport(
@@ -332,22 +332,11 @@ def _report(
         chunks=len(corpus.chunks),
         searchable_chunks=n_active,
         duplicates=len(corpus.chunks) - n_active,
-        vectors_reused=getattr(stats, "reused", 0),
-        vectors_cached=getattr(stats, "cached", 0),
-        vectors_embedded=getattr(stats, "embedded", 0),
+        vectors_reused=stats.reused,
+        vectors_cached=stats.cached,
+        vectors_embedded=stats.embedded,
         failures=tuple(corpus.failures),
         seconds=time.perf_counter() - started,
         timings=timings,
     )
 
-
-__all__ = [
-    "BuildReport",
-    "BundleMismatchError",
-    "SourceOutcome",
-    "SourceRecord",
-    "add_sources",
-    "build_index",
-    "remove_from_index",
-    "source_fingerprint",
-]
