@@ -20,7 +20,7 @@ import numpy.typing as npt
 from rag.config import IndexSettings, RetrievalSettings
 from rag.dense import faiss_ids
 from rag.embed import Embedder, LazyEmbedder
-from rag.errors import ConfigError
+from rag.errors import BundleMismatchError, ConfigError
 from rag.filters import Filters
 from rag.fusion import (
     Fused,
@@ -88,6 +88,11 @@ class DenseRetriever:
         vec = self._cache.get(query)
         if vec is None:
             vec = self.embedder.embed([query])[0]
+            if vec.shape[0] != self.index.d:
+                raise BundleMismatchError(
+                    f"embedder {self.embedder.name} gives {vec.shape[0]}-dimensional vectors but the index holds "
+                    f"{self.index.d}-dimensional ones; query it with the embedder it was built with"
+                )
             if self._cache_size:
                 self._cache[query] = vec
                 if len(self._cache) > self._cache_size:
@@ -131,6 +136,7 @@ class Searcher:
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
         self.reranker: Reranker = reranker or NoopReranker()
+        self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
         self.retrievers: dict[str, Retriever] = {
             "bm25": BM25Retriever(BM25Index(bundle.term_counts, index_settings.bm25), tokenizer),
@@ -165,7 +171,7 @@ class Searcher:
         names = {"hybrid": ["bm25", "dense"], "bm25": ["bm25"], "dense": ["dense"]}.get(mode)
         if names is None:
             raise ConfigError(f"unknown search mode {mode!r}; use hybrid, bm25 or dense")
-        allowed = (filters or Filters()).mask(self.chunks, self.metas)
+        allowed = self._mask(filters or Filters())
         depth = max(k, self.settings.depth)
         rankings = {name: self.retrievers[name].retrieve(text, depth, allowed) for name in names}
         fused = self._fuse(rankings)
@@ -175,6 +181,19 @@ class Searcher:
             fused = self._diversify(fused, k)
         evidence = [self._evidence(item) for item in fused[:k]]
         return self.reranker.rerank(text, evidence)
+
+    def _mask(self, filters: Filters) -> Mask | None:
+        # A filter is often reused across many queries (an evaluation, a chain); its mask costs a pass over
+        # every chunk, so the last few are kept.
+        if filters.empty:
+            return None
+        mask = self._masks.get(filters)
+        if mask is None:
+            mask = filters.mask(self.chunks, self.metas)
+            self._masks[filters] = mask
+            if len(self._masks) > 32:
+                self._masks.popitem(last=False)
+        return mask
 
     def _fuse(self, rankings: dict[str, Ranking]) -> list[Fused[int]]:
         if len(rankings) == 1:

@@ -184,6 +184,10 @@ def test_other_embedder_is_refused(
         Searcher.load(out, other)
     with pytest.raises(BundleMismatchError):
         add_sources(out, [corpus], embedder=other)
+    same_name_other_dim = HashEmbedder(dim=16, max_tokens=64, name="clinrag/hash-embedder")
+    object.__setattr__(same_name_other_dim, "_name", fake_embedder.name)
+    with pytest.raises(BundleMismatchError, match="dimensional"):
+        Searcher.load(out, same_name_other_dim).search("cystitis", mode="dense")
 
 
 def test_refuses_to_write_into_a_foreign_directory(
