@@ -131,7 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["medquad", "pubmedqa"], default="medquad")
     parser.add_argument("--limit", type=int, default=1000, help="first N dev queries (0 = all)")
-    parser.add_argument("--cache-dir", type=Path, help="embedding cache (default: a fresh temporary one)")
+    parser.add_argument("--workdir", type=Path, help="keep the index and embedding cache here (default: temporary)")
     parser.add_argument("--skip-langchain", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -143,9 +143,9 @@ def main() -> int:
     task = task.limited(args.limit or None)
     random.seed(0)
     with tempfile.TemporaryDirectory(prefix="clinrag-bench-") as tmp:
-        cache = args.cache_dir or Path(tmp) / "cache"
-        out = Path(tmp) / "index"
-        rows, ours = run_clinrag(folder / "corpus.jsonl", task, cache, out)
+        work = args.workdir or Path(tmp)
+        out = work / f"index-{args.dataset}"
+        rows, ours = run_clinrag(folder / "corpus.jsonl", task, work / "cache", out)
         throughput = run_rank_bm25_throughput(out, task)
     figures: dict[str, Any] = {
         "dataset": args.dataset,
