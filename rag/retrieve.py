@@ -101,6 +101,9 @@ class DenseRetriever:
             self._cache.move_to_end(query)
         return vec
 
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
     def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
         import faiss
 
@@ -181,6 +184,13 @@ class Searcher:
             fused = self._diversify(fused, k)
         evidence = [self._evidence(item) for item in fused[:k]]
         return self.reranker.rerank(text, evidence)
+
+    def clear_caches(self) -> None:
+        """Forget cached query vectors and filter masks (benchmarks time each mode from cold)."""
+        self._masks.clear()
+        dense = self.retrievers.get("dense")
+        if isinstance(dense, DenseRetriever):
+            dense.clear_cache()
 
     def _mask(self, filters: Filters) -> Mask | None:
         # A filter is often reused across many queries (an evaluation, a chain); its mask costs a pass over

@@ -76,7 +76,7 @@ def test_round_trip_build_info_verify_add_remove(
     assert all(len(s["sha256"]) == 64 for s in manifest["sources"])
     assert verify_bundle(out).ok
 
-    hits = Searcher.load(out, fake_embedder).search("nitrofurantoin for cystitis", k=2)
+    hits = Searcher.load(out, fake_embedder).search("nitrofurantoin for cystitis", k=2, mode="bm25")
     assert hits[0].meta.title == "Cystitis"
     assert hits[0].meta.year == 2020 and "bm25" in hits[0].retrievers
 

@@ -70,6 +70,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
     modes = list(MODES) if args.mode == "all" else [args.mode]
     results: list[ModeScores] = []
     for mode in modes:
+        searcher.clear_caches()  # each mode pays for its own query embeddings
         results.append(evaluate(task, _doc_search(searcher, mode), mode))
     _print(results, index_dir, qrels_path, args.json)
     return 0
