@@ -35,7 +35,7 @@ def build_dense_index(vectors: npt.NDArray[np.float32], ids: Ids, settings: Dens
 
     index: Any
     n, dim = vectors.shape
-    kind = _effective_kind(settings, n, dim)
+    kind = effective_kind(settings, n, dim)
     if kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = settings.hnsw_ef_construction
@@ -54,7 +54,8 @@ def build_dense_index(vectors: npt.NDArray[np.float32], ids: Ids, settings: Dens
     return index
 
 
-def _effective_kind(settings: DenseIndexSettings, n: int, dim: int) -> str:
+def effective_kind(settings: DenseIndexSettings, n: int, dim: int) -> str:
+    """The index kind actually built for n vectors (IVF-PQ falls back to flat on small corpora)."""
     if settings.kind == "ivfpq":
         if dim % settings.pq_m:
             raise ValueError(f"dense.pq_m={settings.pq_m} must divide the embedding dimension {dim}")
@@ -63,11 +64,6 @@ def _effective_kind(settings: DenseIndexSettings, n: int, dim: int) -> str:
         if n < max(39 * nlist, 2**settings.pq_bits * 39):
             return "flat"
     return settings.kind
-
-
-def effective_kind(settings: DenseIndexSettings, n: int, dim: int) -> str:
-    """The index kind actually built for n vectors (IVF-PQ falls back to flat on small corpora)."""
-    return _effective_kind(settings, n, dim)
 
 
 def stored_ids(index: Any) -> Ids:

@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from indexer.load.common import SUPPORTED_SUFFIXES, Overrides, fail, file_sha256
+from indexer.load.common import SUPPORTED_SUFFIXES, Overrides, fail
 from indexer.load.jsonl import load_beir_jsonl
 from indexer.load.manifest import ManifestError, is_manifest, merge_overrides, parse_manifest
 from indexer.load.pdf import load_pdf
 from indexer.load.pubmedqa import is_pubmedqa, load_pubmedqa
 from indexer.load.text import load_markdown, load_plain_text
+from rag.store import file_sha256  # one streamed hash for sources and bundle files
 from rag.types import DocType, LoadFailure, LoadResult, as_doc_type
 
 __all__ = ["SUPPORTED_SUFFIXES", "file_sha256", "iter_source_files", "load_source"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import unicodedata
@@ -33,15 +32,6 @@ class Overrides:
     source: str | None = None
     licence: str | None = None
     url: str | None = None  # a default: used only for documents that name no url themselves
-
-
-def file_sha256(path: Path, *, block_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in blocks so that large PDFs and corpora never sit in memory twice."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(block_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def slugify(text: str, *, max_len: int = 80) -> str:
