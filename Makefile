@@ -25,6 +25,11 @@ demo: setup
 	$(BIN)/clinrag index verify $(DEMO_INDEX)
 	$(BIN)/clinrag search "first-line treatment for uncomplicated cystitis in a woman" --index $(DEMO_INDEX) -k 3
 	$(BIN)/clinrag search "anticoagulant choice in atrial fibrillation with a mechanical heart valve" --index $(DEMO_INDEX) -k 3
+	# ask exits 1 when the engine abstains; the demo shows that too rather than stopping.
+	-$(BIN)/clinrag ask "What is the first-line treatment for uncomplicated cystitis in a woman?" --index $(DEMO_INDEX)
+	-$(BIN)/clinrag ask "Which anticoagulant for atrial fibrillation with a mechanical heart valve?" --index $(DEMO_INDEX) \
+		--patient corpora/examples/patient-af.json
+	-$(BIN)/clinrag ask "How should stable COPD with frequent exacerbations be treated?" --index $(DEMO_INDEX) --generator extractive
 
 test: setup
 	$(BIN)/python -m pytest -q

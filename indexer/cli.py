@@ -92,7 +92,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-tokens", type=int, metavar="N", help="chunk budget in embedder tokens")
     group.add_argument("--overlap", type=int, metavar="N", help="overlap between chunks in tokens")
     group.add_argument("--no-dedup", action="store_true", default=None, help="keep duplicate chunks")
-    group.add_argument("--dense", choices=["flat", "hnsw", "ivfpq"], help="FAISS index kind (default flat: exact)")
+    group.add_argument(
+        "--dense", choices=["flat", "hnsw", "ivfflat", "ivfpq"], help="FAISS index kind (default flat: exact)"
+    )
     group.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder")
     group.add_argument("--no-cache", action="store_true", default=None, help="do not use the embedding cache")
 

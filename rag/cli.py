@@ -19,6 +19,8 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     from indexer.cli import register as register_index
+    from rag.ask_cli import add_filter_arguments
+    from rag.ask_cli import register as register_ask
     from rag.evaluation.cli import register as register_eval
 
     parser = argparse.ArgumentParser(
@@ -39,40 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
     search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
-    search.add_argument(
-        "--type",
-        action="append",
-        default=[],
-        dest="types",
-        metavar="TYPE",
-        help="only guideline, literature or consumer-health (repeatable)",
-    )
-    search.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        dest="sources",
-        metavar="NAME",
-        help="only this issuer or source, e.g. WHO (repeatable)",
-    )
-    search.add_argument("--year-min", type=int, metavar="YEAR")
-    search.add_argument("--year-max", type=int, metavar="YEAR")
-    search.add_argument(
-        "--doc", action="append", default=[], dest="doc_ids", metavar="ID", help="only this document (repeatable)"
-    )
+    add_filter_arguments(search)
     search.add_argument("--json", action="store_true", help="print results as one JSON object")
     search.set_defaults(handler=_search)
+    register_ask(commands)
     register_eval(commands)
     return parser
 
 
 def _search(args: argparse.Namespace) -> int:
-    from rag.filters import Filters
+    from rag.ask_cli import filters_from_arguments
     from rag.retrieve import Searcher
 
-    filters = Filters.of(
-        types=args.types, sources=args.sources, year_min=args.year_min, year_max=args.year_max, doc_ids=args.doc_ids
-    )
+    filters = filters_from_arguments(args)
     hits = Searcher.load(args.index).search(args.query, k=args.k, mode=args.mode, filters=filters)
     if args.json:
         print(json.dumps({"query": args.query, "mode": args.mode, "hits": [h.to_json() for h in hits]}, indent=2))

@@ -41,11 +41,14 @@ def build_dense_index(vectors: npt.NDArray[np.float32], ids: Ids, settings: Dens
         inner.hnsw.efConstruction = settings.hnsw_ef_construction
         inner.hnsw.efSearch = settings.hnsw_ef_search
         index = faiss.IndexIDMap2(inner)
-    elif kind == "ivfpq":
-        nlist = settings.ivf_nlist or max(1, int(4 * math.sqrt(n)))
+    elif kind in ("ivfflat", "ivfpq"):
+        nlist = ivf_lists(settings, n)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, settings.pq_m, settings.pq_bits, faiss.METRIC_INNER_PRODUCT)
-        index.train(np.ascontiguousarray(vectors))
+        if kind == "ivfflat":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, settings.pq_m, settings.pq_bits, faiss.METRIC_INNER_PRODUCT)
+        index.train(_training_sample(vectors, nlist))
         index.nprobe = settings.ivf_nprobe
     else:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -54,16 +57,54 @@ def build_dense_index(vectors: npt.NDArray[np.float32], ids: Ids, settings: Dens
     return index
 
 
+def ivf_lists(settings: DenseIndexSettings, n: int) -> int:
+    return settings.ivf_nlist or max(1, int(4 * math.sqrt(n)))
+
+
+def _training_sample(vectors: npt.NDArray[np.float32], nlist: int) -> npt.NDArray[np.float32]:
+    # k-means needs ~40-256 points per list; training on all of a 1M-vector corpus costs minutes for nothing.
+    limit = 256 * nlist
+    if len(vectors) <= limit:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=limit, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+
+
 def effective_kind(settings: DenseIndexSettings, n: int, dim: int) -> str:
-    """The index kind actually built for n vectors (IVF-PQ falls back to flat on small corpora)."""
-    if settings.kind == "ivfpq":
-        if dim % settings.pq_m:
-            raise ValueError(f"dense.pq_m={settings.pq_m} must divide the embedding dimension {dim}")
-        nlist = settings.ivf_nlist or max(1, int(4 * math.sqrt(n)))
-        # IVF-PQ needs enough vectors to train its quantizers; below that exact search is both better and cheap.
-        if n < max(39 * nlist, 2**settings.pq_bits * 39):
+    """The index kind actually built for n vectors (IVF kinds fall back to flat on small corpora)."""
+    if settings.kind == "ivfpq" and dim % settings.pq_m:
+        raise ValueError(f"dense.pq_m={settings.pq_m} must divide the embedding dimension {dim}")
+    if settings.kind in ("ivfflat", "ivfpq"):
+        # IVF needs enough vectors to train its lists (and PQ its codebooks); below that exact search is both
+        # better and cheap.
+        floor = 39 * ivf_lists(settings, n)
+        if settings.kind == "ivfpq":
+            floor = max(floor, 2**settings.pq_bits * 39)
+        if n < floor:
             return "flat"
     return settings.kind
+
+
+def filtered_search_parameters(index: Any, selector: Any) -> Any:
+    """Search parameters that restrict a search to `selector` and keep the index's own nprobe / efSearch.
+
+    IVF indexes reject plain `SearchParameters` (they need the IVF subclass), and parameters passed at search
+    time replace the ones set on the index, so they are copied across.
+    """
+    import faiss
+
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index
+        ivf = None
+    params: Any
+    if ivf is not None:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = ivf.nprobe
+    else:
+        params = faiss.SearchParameters()
+    params.sel = selector
+    return params
 
 
 def stored_ids(index: Any) -> Ids:

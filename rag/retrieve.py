@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag.config import IndexSettings, RetrievalSettings
-from rag.dense import faiss_ids
+from rag.dense import faiss_ids, filtered_search_parameters
 from rag.embed import Embedder, LazyEmbedder
 from rag.errors import BundleMismatchError, ConfigError
 from rag.filters import Filters
@@ -117,8 +117,7 @@ class DenseRetriever:
             if keep.size == 0:
                 return []
             selector = faiss.IDSelectorBatch(keep)  # kept referenced: FAISS does not own it
-            params = faiss.SearchParameters()
-            params.sel = selector
+            params = filtered_search_parameters(self.index, selector)
         with _single_threaded_faiss(faiss):
             scores, ids = self.index.search(vec, min(depth, self.index.ntotal), params=params)
         return [(self._row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from rag.config import DenseIndexSettings
-from rag.dense import build_dense_index, effective_kind, read_dense_index, search_dense, stored_ids, write_dense_index
+from rag.dense import (
+    build_dense_index,
+    effective_kind,
+    filtered_search_parameters,
+    read_dense_index,
+    search_dense,
+    stored_ids,
+    write_dense_index,
+)
 
 
 def _unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -23,7 +31,7 @@ def _recall_at_10(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]))
 
 
-@pytest.mark.parametrize(("kind", "floor"), [("hnsw", 0.95), ("ivfpq", 0.6)])
+@pytest.mark.parametrize(("kind", "floor"), [("hnsw", 0.95), ("ivfflat", 0.8), ("ivfpq", 0.6)])
 def test_ann_indexes_are_close_to_exact(tmp_path: Path, kind: str, floor: float) -> None:
     vectors = _unit_vectors(12_000, 64)
     ids = np.arange(1000, 1000 + len(vectors), dtype=np.int64)
@@ -38,6 +46,24 @@ def test_ann_indexes_are_close_to_exact(tmp_path: Path, kind: str, floor: float)
     _, exact_ids = search_dense(exact, queries, 10)
     _, ann_ids = search_dense(ann, queries, 10)
     assert _recall_at_10(ann_ids, exact_ids) >= floor
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfflat", "ivfpq"])
+def test_filtered_search_returns_only_allowed_ids(kind: str) -> None:
+    import faiss
+
+    vectors = _unit_vectors(12_000, 64)
+    ids = np.arange(len(vectors), dtype=np.int64) * 3
+    settings = DenseIndexSettings(kind=kind, pq_m=16, ivf_nlist=64, ivf_nprobe=8)  # type: ignore[arg-type]
+    index = build_dense_index(vectors, ids, settings)
+    allowed = ids[::7]
+    selector = faiss.IDSelectorBatch(allowed)
+    params = filtered_search_parameters(index, selector)
+    _, found = index.search(vectors[:3], 10, params=params)
+    hits = found[found >= 0]
+    assert hits.size and set(hits.tolist()) <= set(allowed.tolist())
+    if kind.startswith("ivf"):
+        assert params.nprobe == 8  # the index's own setting survives the filter
 
 
 def test_exact_index_finds_itself_and_keeps_ids() -> None:

@@ -1,0 +1,391 @@
+"""The answer engine: question (+ patient) -> evidence -> prompt -> generator -> checked, cited suggestions.
+
+    engine = Engine.load("indexes/demo")
+    answer = engine.ask("first-line treatment of uncomplicated cystitis", patient=load_patient("p.json"))
+    print(answer.to_markdown())
+
+Every citation is checked against the evidence it names: keys that name no passage are dropped and reported,
+each suggestion's support by its cited passages is scored by the calibrated checker, unsupported suggestions
+are flagged (and removed by default), and the engine abstains when retrieval is weak or nothing supported
+remains. A model reply that cannot be parsed falls back to the extractive answer built from the evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rag.answer import Answer, Flag, Reference, Suggestion
+from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
+from rag.config import GeneratorSettings, Settings
+from rag.embed import Embedder
+from rag.errors import ClinragError, ConfigError
+from rag.extractive import ExtractiveAnswerer
+from rag.filters import Filters
+from rag.generators.base import GenerationError, Generator
+from rag.patient import Patient, flag_drugs
+from rag.privacy import scrub
+from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
+from rag.retrieve import Searcher, clean_query
+from rag.support import LexicalSupportChecker, SupportChecker
+from rag.types import Evidence
+
+# A dose, strength or duration: the number must appear in the cited evidence, or the suggestion is flagged.
+_DOSE = re.compile(
+    r"(?<![\w.])(\d+(?:[.,]\d+)?(?:\s*/\s*\d+(?:[.,]\d+)?)?)\s*(mg|mcg|µg|ug|g|ml|mL|units?|IU|mmol|mEq|%|"
+    r"mg/kg|days?|weeks?|hours?|times)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class _Checked:
+    suggestion: Suggestion
+    dropped: tuple[str, ...]
+
+
+class Engine:
+    """A loaded index, generator, prompt template and support checker. Build it with `Engine.load`."""
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        generator: Generator | None,
+        settings: Settings,
+        checker: LexicalSupportChecker,
+        template: PromptTemplate,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.generator = generator  # None: the extractive answerer is the generator
+        self.settings = settings
+        self.checker = checker
+        self.template = template
+        self.extractive = ExtractiveAnswerer(embedder)
+
+    @classmethod
+    def load(
+        cls,
+        index_dir: str | Path,
+        generator: Generator | GeneratorSettings | None = None,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        checker: LexicalSupportChecker | None = None,
+    ) -> Engine:
+        settings = settings or Settings()
+        searcher = Searcher.load(index_dir, embedder, settings.retrieval)
+        query_embedder = searcher.retrievers["dense"].embedder  # type: ignore[attr-defined]
+        if generator is None or isinstance(generator, GeneratorSettings):
+            generator = _make_generator(generator or settings.generator)
+        if checker is None:
+            checker = _default_checker(query_embedder)
+        template = load_template(
+            settings.answer.template
+            if settings.answer.shots == 0 or settings.answer.template != "answer"
+            else "answer-few-shot",
+            settings.answer.prompts_dir,
+        )
+        return cls(searcher, generator, settings, checker, template, query_embedder)
+
+    @property
+    def generator_name(self) -> str:
+        return self.generator.name if self.generator is not None else self.extractive.name
+
+    def ask(self, question: str, patient: Patient | None = None, filters: Filters | None = None) -> Answer:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        # Identifiers in the question (and the patient's marked names) never reach retrieval, prompt or log.
+        text = scrub(clean_query(question), patient.names if patient is not None else ()).text
+        answer_settings = self.settings.answer
+        query = text
+        if patient is not None and answer_settings.expand_query_with_patient:
+            query = " ".join([text, *patient.query_terms()])
+        evidence = self.searcher.search(query, k=answer_settings.evidence_k, filters=filters)
+        timings["retrieve"] = time.perf_counter() - started
+
+        weak = _weak_retrieval(evidence, answer_settings.min_evidence_score)
+        if weak:
+            return self._abstain(text, weak, evidence_items(evidence), timings, started)
+
+        mark = time.perf_counter()
+        prompt = self._render(text, evidence, patient)
+        timings["prompt"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        reply, fallback, new_tokens = self._generate(text, prompt)
+        parsed = parse_reply(reply)
+        unusable = not parsed.usable and not parsed.abstained and self.generator is not None
+        if unusable and answer_settings.fallback_to_extractive:
+            fallback = "the model's reply had no cited suggestion the engine could parse"
+            parsed = parse_reply(self.extractive.answer(text, prompt.evidence))
+        timings["generate"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        answer = self._check(text, prompt, parsed, reply, fallback, patient, timings)
+        answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens)
+        timings["check"] = time.perf_counter() - mark
+        timings["total"] = time.perf_counter() - started
+        self._log(answer, patient)
+        return answer
+
+    def ask_many(
+        self,
+        questions: Sequence[str],
+        patients: Sequence[Patient | None] | None = None,
+        filters: Filters | None = None,
+    ) -> list[Answer]:
+        """Answers in order; a question that fails gets an abstaining answer naming the error, not an exception."""
+        if patients is not None and len(patients) != len(questions):
+            raise ValueError(f"{len(questions)} questions but {len(patients)} patients; pass one patient per question")
+        answers = []
+        for i, question in enumerate(questions):
+            try:
+                answers.append(self.ask(question, patients[i] if patients else None, filters))
+            except (ClinragError, ValueError) as exc:
+                answers.append(self._abstain(str(question)[:200], f"error: {exc}", (), {}, time.perf_counter()))
+        return answers
+
+    # ------------------------------------------------------------------------------------------------ steps
+
+    def _render(self, question: str, evidence: Sequence[Evidence], patient: Patient | None) -> RenderedPrompt:
+        answer_settings = self.settings.answer
+        budget = answer_settings.max_prompt_tokens
+        count = self._count_tokens
+        if self.generator is not None:
+            budget = min(budget, self.generator.context_window - self.settings.generator.max_new_tokens)
+        return render(
+            self.template,
+            question,
+            evidence,
+            count_tokens=count,
+            max_prompt_tokens=budget,
+            patient_lines=patient.prompt_lines() if patient is not None else (),
+            examples=self.template.examples[: answer_settings.shots],
+        )
+
+    def _count_tokens(self, text: str) -> int:
+        if self.generator is not None:
+            return self.generator.count_tokens(text)
+        return max(1, len(text) // 4)
+
+    def _generate(self, question: str, prompt: RenderedPrompt) -> tuple[str, str | None, int]:
+        """The reply, why the extractive answer stood in (if it did), and the tokens the model generated."""
+        if self.generator is None:
+            return self.extractive.answer(question, prompt.evidence), None, 0
+        gen = self.settings.generator
+        try:
+            generation = self.generator.generate(
+                prompt.messages, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature
+            )
+        except GenerationError as exc:
+            if not self.settings.answer.fallback_to_extractive:
+                raise
+            return self.extractive.answer(question, prompt.evidence), f"the generator failed: {exc}", 0
+        return generation.text, None, generation.new_tokens
+
+    def _check(
+        self,
+        question: str,
+        prompt: RenderedPrompt,
+        parsed: ParsedReply,
+        reply: str,
+        fallback: str | None,
+        patient: Patient | None,
+        timings: dict[str, float],
+    ) -> Answer:
+        by_key = {item.key: item for item in prompt.evidence}
+        if parsed.abstained:
+            return self._answer(
+                question,
+                (),
+                (),
+                prompt,
+                by_key,
+                (),
+                reply,
+                fallback,
+                timings,
+                abstained="the generator found the evidence insufficient",
+            )
+        checked = [self._check_suggestion(s, by_key, patient) for s in parsed.suggestions]
+        dropped = tuple(dict.fromkeys(k for c in checked for k in c.dropped))
+        suggestions = [c.suggestion for c in checked]
+        if self.settings.answer.remove_unsupported:
+            kept = tuple(s for s in suggestions if s.supported)
+            removed = tuple(s for s in suggestions if not s.supported)
+        else:
+            kept, removed = tuple(suggestions), ()
+        reason = None if kept else "no suggestion is supported by the evidence it cites"
+        return self._answer(question, kept, removed, prompt, by_key, dropped, reply, fallback, timings, reason)
+
+    def _check_suggestion(
+        self, parsed: ParsedSuggestion, by_key: dict[str, EvidenceItem], patient: Patient | None
+    ) -> _Checked:
+        valid = tuple(k for k in parsed.citations if k in by_key)
+        dropped = tuple(k for k in parsed.citations if k not in by_key)
+        flags: list[Flag] = []
+        support: float | None = None
+        supported = False
+        if dropped:
+            flags.append(Flag("invented_citation", f"cited {', '.join(dropped)}, which is not in the evidence"))
+        if not valid:
+            flags.append(Flag("uncited", "cites no evidence that exists"))
+        else:
+            scores = self.checker.score([(parsed.text, by_key[k].text) for k in valid])
+            support = float(scores.max())
+            threshold = self.settings.answer.support_threshold
+            supported = support >= threshold if threshold is not None else self.checker.supported(support)
+            if not supported:
+                flags.append(Flag("unsupported", f"the cited evidence does not support this (support {support:.2f})"))
+            cited_text = " ".join(by_key[k].text for k in valid)
+            for dose in _doses_missing(parsed.text, cited_text):
+                flags.append(Flag("dose_not_in_evidence", f"'{dose}' is not written in the cited evidence"))
+        if patient is not None:
+            flags += [Flag(f.kind, f.message) for f in flag_drugs(parsed.text, patient)]
+        return _Checked(Suggestion(parsed.text, valid, support, supported, tuple(flags)), dropped)
+
+    def _answer(
+        self,
+        question: str,
+        kept: tuple[Suggestion, ...],
+        removed: tuple[Suggestion, ...],
+        prompt: RenderedPrompt,
+        by_key: dict[str, EvidenceItem],
+        dropped: tuple[str, ...],
+        reply: str,
+        fallback: str | None,
+        timings: dict[str, float],
+        abstained: str | None,
+    ) -> Answer:
+        cited = {k for s in kept for k in s.citations}
+        references = tuple(
+            _reference(item, item.key in cited, [s.text for s in kept if item.key in s.citations])
+            for item in sorted(prompt.evidence, key=lambda i: int(i.key[1:]))
+        )
+        return Answer(
+            question=question,
+            suggestions=kept,
+            references=references,
+            abstained=abstained is not None,
+            abstention_reason=abstained,
+            dropped_citations=dropped,
+            removed_suggestions=removed,
+            generator=self.generator_name,
+            template=prompt.template,
+            fallback=fallback,
+            timings=timings,
+            raw_output=reply,
+        )
+
+    def _abstain(
+        self,
+        question: str,
+        reason: str,
+        items: Sequence[EvidenceItem],
+        timings: dict[str, float],
+        started: float,
+    ) -> Answer:
+        timings["total"] = time.perf_counter() - started
+        return Answer(
+            question=question,
+            suggestions=(),
+            references=tuple(_reference(i, False, []) for i in items),
+            abstained=True,
+            abstention_reason=reason,
+            dropped_citations=(),
+            removed_suggestions=(),
+            generator=self.generator_name,
+            template=self.template.label,
+            fallback=None,
+            timings=timings,
+        )
+
+    def _log(self, answer: Answer, patient: Patient | None) -> None:
+        path = self.settings.answer.log_file
+        if not path:
+            return
+        names = tuple(patient.names) if patient is not None else ()
+        record = answer.to_dict()
+        record["raw_output"] = scrub(answer.raw_output, names).text
+        record["patient"] = patient.prompt_lines() if patient is not None else None
+        with Path(path).expanduser().open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def evidence_items(evidence: Sequence[Evidence]) -> list[EvidenceItem]:
+    from rag.prompts import evidence_item
+
+    return [evidence_item(f"E{i}", e) for i, e in enumerate(evidence, 1)]
+
+
+def _weak_retrieval(evidence: Sequence[Evidence], min_score: float) -> str | None:
+    if not evidence:
+        return "no passage in the index matches the question"
+    dense = [e.retrievers["dense"].score for e in evidence if "dense" in e.retrievers]
+    if dense and max(dense) < min_score:
+        return f"the closest passage is only weakly related (similarity {max(dense):.2f} < {min_score:.2f})"
+    return None
+
+
+def _doses_missing(suggestion: str, evidence: str) -> list[str]:
+    missing = []
+    evidence_numbers = set(re.findall(r"\d+(?:[.,]\d+)?", evidence))
+    for match in _DOSE.finditer(suggestion):
+        numbers = re.findall(r"\d+(?:[.,]\d+)?", match.group(1))
+        if any(n not in evidence_numbers for n in numbers):
+            missing.append(match.group(0))
+    return missing
+
+
+def _reference(item: EvidenceItem, cited: bool, citing: list[str]) -> Reference:
+    evidence = item.evidence
+    assert evidence is not None  # rendered items always carry their evidence
+    chunk, meta = evidence.chunk, evidence.meta
+    return Reference(
+        key=item.key,
+        chunk_id=chunk.chunk_id,
+        doc_id=chunk.doc_id,
+        title=meta.title,
+        issuer=meta.source,
+        year=meta.year,
+        doc_type=meta.doc_type,
+        url=meta.url,
+        page_start=chunk.page_start,
+        page_end=chunk.page_end,
+        section=" > ".join(chunk.section_path),
+        quote=_best_quote(chunk.text, citing),
+        retrieval_score=evidence.score,
+        cited=cited,
+    )
+
+
+def _best_quote(text: str, claims: list[str], limit: int = 300) -> str:
+    sentences = [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if s.strip()] or [text]
+    if claims:
+        words = set(_WORD.findall(" ".join(claims).lower()))
+        sentences.sort(key=lambda s: -len(words & set(_WORD.findall(s.lower()))))
+    quote = sentences[0]
+    return quote if len(quote) <= limit else quote[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _make_generator(settings: GeneratorSettings) -> Generator | None:
+    if settings.kind == "extractive":
+        return None
+    from rag.generators import load_generator
+
+    return load_generator(settings)
+
+
+def _default_checker(embedder: Any) -> LexicalSupportChecker:
+    try:
+        return SupportChecker(embedder)
+    except ConfigError:  # a calibration fitted for another embedder: the lexical model still checks
+        return LexicalSupportChecker()

@@ -1,0 +1,126 @@
+"""An answer built from the evidence's own sentences: no language model, nothing invented.
+
+Used when the configured generator is `extractive`, and as the fallback when a model's reply cannot be parsed
+or the model fails. Each suggestion is one evidence sentence, chosen by its similarity to the question (the
+embedder when there is one, word overlap otherwise) with a preference for sentences that say what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.embed import Embedder
+from rag.prompts import EvidenceItem
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+_WORD = re.compile(r"[a-z0-9]+")
+# Words of sentences that recommend an action; they break ties toward "what to do" over background.
+_ACTION = re.compile(
+    r"\b(treat\w*|therap\w*|recommend\w*|first[- ]line|second[- ]line|should|dose|dosage|mg|daily|"
+    r"prescrib\w*|manage\w*|start\w*|initiat\w*|consider\w*|avoid\w*|indicated|regimen|medication\w*)\b",
+    re.IGNORECASE,
+)
+_DOSE = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|g|ml|units?|IU|mmol)\b", re.IGNORECASE)
+_ABOUT_DOCUMENT = re.compile(
+    r"\b(this (?:summary|guideline|document|report)|summary of|guidelines? (?:for|on)|report\b|published|"
+    r"update of|applies to|demo text|not clinical guidance|^source$)",
+    re.IGNORECASE,
+)
+_LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,2}[.)])\s+(.+)$")
+MIN_CHARS, MAX_CHARS = 30, 400
+
+
+class ExtractiveAnswerer:
+    def __init__(self, embedder: Embedder | None = None, max_suggestions: int = 3, per_passage: int = 3) -> None:
+        self.embedder = embedder
+        self.max_suggestions = max_suggestions
+        self.per_passage = per_passage
+
+    @property
+    def name(self) -> str:
+        return "extractive"
+
+    def answer(self, question: str, evidence: Sequence[EvidenceItem]) -> str:
+        """A reply in the prompt's format ("SUGGESTIONS:" + cited lines, or "INSUFFICIENT EVIDENCE")."""
+        candidates = [
+            (item.key, rank, heading, sentence)
+            for rank, item in enumerate(_by_key(evidence))
+            for heading, sentence in _units(item.text, _section(item))
+        ]
+        if not candidates:
+            return "INSUFFICIENT EVIDENCE"
+        # A list item means little without its heading ("First-line treatment"), so both are scored together.
+        relevance = self._relevance(question, [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates])
+        scores = [
+            rel + _kind_bonus(heading, sentence) - 0.02 * rank
+            for rel, (_, rank, heading, sentence) in zip(relevance, candidates, strict=True)
+        ]
+        chosen: list[tuple[str, str]] = []
+        used: dict[str, int] = {}
+        for index in np.argsort(-np.asarray(scores), kind="stable"):
+            key, _, _, sentence = candidates[int(index)]
+            if used.get(key, 0) >= self.per_passage or any(sentence == s for _, s in chosen):
+                continue
+            chosen.append((key, sentence))
+            used[key] = used.get(key, 0) + 1
+            if len(chosen) == self.max_suggestions:
+                break
+        lines = [f"{i}. {sentence} [{key}]" for i, (key, sentence) in enumerate(chosen, 1)]
+        return "SUGGESTIONS:\n" + "\n".join(lines)
+
+    def _relevance(self, question: str, sentences: list[str]) -> list[float]:
+        if self.embedder is not None:
+            vectors = self.embedder.embed([question, *sentences])
+            return [float(v) for v in vectors[1:] @ vectors[0]]
+        words = set(_WORD.findall(question.lower()))
+        return [len(words & set(_WORD.findall(s.lower()))) / (len(words) or 1) for s in sentences]
+
+
+def _kind_bonus(heading: str, sentence: str) -> float:
+    # Suggestions should say what to do: a dose or an action word counts for it; a sentence about the
+    # document itself ("This summary follows the 2024 report") restates the question's words but answers nothing.
+    bonus = 0.15 * bool(_ACTION.search(f"{heading} {sentence}")) + 0.15 * bool(_DOSE.search(sentence))
+    return bonus - 0.3 * bool(_ABOUT_DOCUMENT.search(f"{heading} {sentence}"))
+
+
+def _by_key(evidence: Sequence[EvidenceItem]) -> list[EvidenceItem]:
+    # Keys follow the prompt's display order (strongest at both ends), so retrieval rank comes from the score.
+    return sorted(evidence, key=lambda item: -(item.evidence.score if item.evidence is not None else 0.0))
+
+
+def _section(item: EvidenceItem) -> str:
+    path = item.evidence.chunk.section_path if item.evidence is not None else ()
+    return path[-1] if path else ""
+
+
+def _units(text: str, heading: str) -> list[tuple[str, str]]:
+    """(heading, sentence) pairs: Markdown headings set the context, list items and sentences are the units."""
+    out: list[tuple[str, str]] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        for sentence in _SENTENCE.split(" ".join(paragraph)):
+            _keep(out, heading, sentence)
+        paragraph.clear()
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or _LIST_ITEM.match(line) or line.startswith("#"):
+            flush()
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif item := _LIST_ITEM.match(line):
+            _keep(out, heading, item.group(1))
+        elif line:
+            paragraph.append(line)
+    flush()
+    return out
+
+
+def _keep(out: list[tuple[str, str]], heading: str, sentence: str) -> None:
+    sentence = sentence.strip()
+    if MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":"):
+        out.append((heading, sentence))

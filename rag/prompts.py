@@ -1,0 +1,302 @@
+"""Prompt templates from `prompts/`: sandboxed Jinja2, declared variables, evidence fitted to a token budget.
+
+A template is registered in `prompts/templates.toml` with a version and the variables it uses; loading checks
+the files against that declaration, so a typo in a template fails at load time and not in the middle of an
+evaluation. Document text reaches the model only as escaped data inside `<evidence>` blocks: it cannot close
+the block, pose as an evidence key or as the answer format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import ConfigError
+from rag.generators.base import ChatMessage
+from rag.types import Evidence
+
+DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+REGISTRY = "templates.toml"
+
+# What document text must not be able to imitate: the block delimiters, evidence keys, chat special tokens and
+# the answer format's own markers.
+_TAG = re.compile(r"<\s*/?\s*evidence\b[^>]*>?", re.IGNORECASE)
+_KEY = re.compile(r"\[\s*(E\s*\d+)\s*\]", re.IGNORECASE)
+_SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")
+_MARKERS = re.compile(r"\b(SUGGESTIONS\s*:|INSUFFICIENT\s+EVIDENCE)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    """One passage as the prompt shows it, under its key (E1, E2, ...)."""
+
+    key: str
+    title: str
+    source: str
+    year: str
+    type: str
+    text: str
+    evidence: Evidence | None = field(default=None, compare=False, repr=False)
+
+    def for_template(self) -> dict[str, str]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "source": self.source,
+            "year": self.year,
+            "type": self.type,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Example:
+    """A worked example for few-shot prompts: its own evidence, question and model answer."""
+
+    question: str
+    evidence: tuple[EvidenceItem, ...]
+    answer: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: int
+    description: str
+    system: str
+    user: str
+    variables: frozenset[str]
+    examples: tuple[Example, ...]
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    messages: tuple[ChatMessage, ...]
+    template: str
+    evidence: tuple[EvidenceItem, ...]  # in the order shown, keys E1..En in that order
+    prompt_tokens: int
+    dropped_evidence: int  # passages left out because the budget was spent
+
+    @property
+    def sha256(self) -> str:
+        payload = json.dumps([[m.role, m.content] for m in self.messages], ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def escape_document_text(text: str) -> str:
+    """Neutralise what in a document could pass for prompt structure; clinical text stays readable."""
+    text = _TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+    text = _KEY.sub(lambda m: f"({m.group(1)})", text)
+    text = _SPECIAL.sub(" ", text)
+    return _MARKERS.sub(lambda m: m.group(0).lower(), text)
+
+
+def _escape_attribute(value: str) -> str:
+    return value.replace('"', "'").replace("<", "‹").replace(">", "›").replace("\n", " ")
+
+
+def evidence_item(key: str, evidence: Evidence, text: str | None = None) -> EvidenceItem:
+    meta = evidence.meta
+    return EvidenceItem(
+        key=key,
+        title=_escape_attribute(escape_document_text(meta.title or evidence.chunk.breadcrumb or "untitled")),
+        source=_escape_attribute(meta.source or "unknown"),
+        year=str(meta.year) if meta.year else "n.d.",
+        type=meta.doc_type,
+        text=escape_document_text(evidence.chunk.text if text is None else text),
+        evidence=evidence,
+    )
+
+
+def load_template(name: str, prompts_dir: str | Path | None = None) -> PromptTemplate:
+    """Load and check a registered template; errors name the file and what to fix."""
+    folder = Path(prompts_dir) if prompts_dir else DEFAULT_PROMPTS_DIR
+    registry = folder / REGISTRY
+    try:
+        entries = tomllib.loads(registry.read_text(encoding="utf-8")).get("templates", {})
+    except OSError as exc:
+        raise ConfigError(
+            f"{registry}: cannot read the prompt registry ({exc.strerror}); set answer.prompts_dir to a folder "
+            "holding templates.toml"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{registry}: not valid TOML: {exc}") from exc
+    entry = entries.get(name)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{registry}: no template named {name!r}; known: {', '.join(sorted(entries)) or 'none'}")
+    try:
+        declared = frozenset(str(v) for v in entry["variables"])
+        template = PromptTemplate(
+            name=name,
+            version=int(entry["version"]),
+            description=str(entry.get("description", "")),
+            system=str(entry["system"]),
+            user=str(entry["user"]),
+            variables=declared,
+            examples=_load_examples(folder / entry["examples"]) if entry.get("examples") else (),
+            folder=folder,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{registry}: template {name!r} needs version, system, user and variables ({type(exc).__name__}: {exc})"
+        ) from exc
+    used = _variables_used(folder, template.system) | _variables_used(folder, template.user)
+    if used != declared:
+        raise ConfigError(
+            f"{registry}: template {name!r} declares {sorted(declared)} but its files use {sorted(used)}; "
+            "make the 'variables' list match the templates"
+        )
+    return template
+
+
+def _environment(folder: Path) -> Any:
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    # Sandboxed: a template file cannot reach Python internals; StrictUndefined: a missing variable is an error.
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(str(folder)), undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+
+
+def _variables_used(folder: Path, file: str) -> set[str]:
+    from jinja2 import TemplateError, meta
+
+    env = _environment(folder)
+    seen: set[str] = set()
+    used: set[str] = set()
+    pending = [file]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source = env.loader.get_source(env, name)[0]
+            ast = env.parse(source)
+        except (OSError, TemplateError) as exc:
+            raise ConfigError(f"{folder / name}: cannot load template ({type(exc).__name__}: {exc})") from exc
+        used |= meta.find_undeclared_variables(ast)
+        pending.extend(str(t) for t in meta.find_referenced_templates(ast) if t)
+    return used
+
+
+def _load_examples(path: Path) -> tuple[Example, ...]:
+    examples = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read few-shot examples ({exc.strerror})") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            items = tuple(
+                EvidenceItem(
+                    str(e["key"]),
+                    str(e["title"]),
+                    str(e["source"]),
+                    str(e["year"]),
+                    str(e["type"]),
+                    escape_document_text(str(e["text"])),
+                )
+                for e in row["evidence"]
+            )
+            examples.append(Example(str(row["question"]), items, str(row["answer"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{path}:{number}: a few-shot example needs question, evidence[key,title,source,year,type,text] "
+                f"and answer ({type(exc).__name__}: {exc})"
+            ) from exc
+    return tuple(examples)
+
+
+def lost_in_the_middle_order(n: int) -> list[int]:
+    """Ranks 0..n-1 placed so the strongest sit at the two ends: 0, 2, 4, ..., 5, 3, 1."""
+    return list(range(0, n, 2)) + list(range(1, n, 2))[::-1]
+
+
+def render(
+    template: PromptTemplate,
+    question: str,
+    evidence: Sequence[Evidence],
+    *,
+    count_tokens: Callable[[str], int],
+    max_prompt_tokens: int,
+    patient_lines: Sequence[str] = (),
+    examples: Sequence[Example] = (),
+) -> RenderedPrompt:
+    """Render the chat, fitting as much evidence as the budget allows, strongest first and last."""
+    env = _environment(template.folder)
+    system = env.get_template(template.system).render()
+
+    def user_text(items: Sequence[EvidenceItem]) -> str:
+        variables: dict[str, Any] = {
+            "question": question,
+            "evidence": [i.for_template() for i in items],
+            "patient_lines": list(patient_lines),
+        }
+        if "examples" in template.variables:
+            variables["examples"] = [
+                {"question": e.question, "answer": e.answer, "evidence": [i.for_template() for i in e.evidence]}
+                for e in examples
+            ]
+        return str(env.get_template(template.user).render(**variables)).strip() + "\n"
+
+    base = count_tokens(system) + count_tokens(user_text([])) + 16  # chat-format overhead
+    budget = max_prompt_tokens - base
+    if budget <= 0:
+        raise ConfigError(
+            f"prompt {template.label} without evidence already takes {base} tokens, over max_prompt_tokens "
+            f"{max_prompt_tokens}; raise answer.max_prompt_tokens or use fewer shots"
+        )
+    kept = _fit_evidence(evidence, budget, count_tokens)
+    order = lost_in_the_middle_order(len(kept))
+    items = tuple(evidence_item(f"E{i + 1}", kept[rank][0], kept[rank][1]) for i, rank in enumerate(order))
+    user = user_text(items)
+    messages = (ChatMessage("system", system), ChatMessage("user", user))
+    return RenderedPrompt(
+        messages=messages,
+        template=template.label,
+        evidence=items,
+        prompt_tokens=count_tokens(system) + count_tokens(user),
+        dropped_evidence=len(evidence) - len(kept),
+    )
+
+
+def _fit_evidence(
+    evidence: Sequence[Evidence], budget: int, count_tokens: Callable[[str], int]
+) -> list[tuple[Evidence, str]]:
+    kept: list[tuple[Evidence, str]] = []
+    for item in evidence:
+        text = item.chunk.text
+        cost = count_tokens(text) + count_tokens(item.meta.title) + 24  # tag, key and attributes
+        if cost <= budget:
+            kept.append((item, text))
+            budget -= cost
+            continue
+        # The passage that does not fit is cut at a sentence boundary if a useful part of it fits.
+        if budget >= 60:
+            sentences = re.split(r"(?<=[.!?])\s+", text)
+            part = ""
+            for sentence in sentences:
+                candidate = f"{part} {sentence}".strip()
+                if count_tokens(candidate) + count_tokens(item.meta.title) + 24 > budget:
+                    break
+                part = candidate
+            if part:
+                kept.append((item, part))
+        break
+    return kept
