@@ -330,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kind", default="ivfflat", choices=["flat", "hnsw", "ivfflat", "ivfpq"])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--reuse", action="store_true", help="measure existing bundles in --workdir")
+    parser.add_argument("--build-only", action="store_true", help="write the bundles, measure later with --reuse")
     parser.add_argument("--json", type=Path, help="write all figures here")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the fresh-process half
     args = parser.parse_args(argv)
@@ -344,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"building {size:,} synthetic chunks -> {out}", file=sys.stderr, flush=True)
             build = build_bundle(size, out, args.kind)
             print(json.dumps(build), file=sys.stderr, flush=True)
+            (out / "bench_build.json").write_text(json.dumps(build), encoding="utf-8")
+        elif (out / "bench_build.json").is_file():
+            build = json.loads((out / "bench_build.json").read_text(encoding="utf-8"))
+        if args.build_only:
+            continue
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         cmd = [sys.executable, __file__, "--measure", str(out), "--nprobe", *map(str, args.nprobe)]
         measured = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)

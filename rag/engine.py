@@ -185,7 +185,7 @@ class Engine:
             generation = self.generator.generate(
                 prompt.messages, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature
             )
-        except GenerationError as exc:
+        except (GenerationError, RuntimeError) as exc:  # RuntimeError: torch failures inside a local model
             if not self.settings.answer.fallback_to_extractive:
                 raise
             return self.extractive.answer(question, prompt.evidence), f"the generator failed: {exc}", 0

@@ -1,7 +1,7 @@
 """The hybrid searcher as a LangChain retriever, so it drops into any `langchain_core` chain.
 
-    retriever = ClinragRetriever.from_index("indexes/demo", k=5)
-    docs = retriever.invoke("first-line treatment for cystitis")
+retriever = ClinragRetriever.from_index("indexes/demo", k=5)
+docs = retriever.invoke("first-line treatment for cystitis")
 """
 
 from __future__ import annotations

@@ -38,17 +38,25 @@ def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_help_on_every_command() -> None:
-    for argv in (["--help"], ["index", "--help"], ["index", "build", "--help"], ["index", "add", "--help"],
-                 ["index", "remove", "--help"], ["index", "info", "--help"], ["index", "verify", "--help"],
-                 ["search", "--help"]):
+    for argv in (
+        ["--help"],
+        ["index", "--help"],
+        ["index", "build", "--help"],
+        ["index", "add", "--help"],
+        ["index", "remove", "--help"],
+        ["index", "info", "--help"],
+        ["index", "verify", "--help"],
+        ["search", "--help"],
+    ):
         result = subprocess.run([sys.executable, "-m", "rag.cli", *argv], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, argv
         assert "usage: clinrag" in result.stdout
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "rag.cli", "index", "build", "x.md"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "index", "build", "x.md"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "--out" in result.stderr
 
 
@@ -98,8 +106,9 @@ def test_errors_name_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 2 and "no such index" in err
     code, _, err = run(capsys, "index", "build", str(DEMO), "--out", str(tmp_path / "i"), "--max-tokens", "8")
     assert code == 2 and "max_tokens" in err
-    code, _, err = run(capsys, "index", "build", str(DEMO), "--out", str(tmp_path / "j"), "--embedder",
-                       str(tmp_path / "no-model"))
+    code, _, err = run(
+        capsys, "index", "build", str(DEMO), "--out", str(tmp_path / "j"), "--embedder", str(tmp_path / "no-model")
+    )
     assert code == 2 and "cannot load" in err
 
 

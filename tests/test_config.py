@@ -43,3 +43,17 @@ def test_files_and_overrides(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_readme_settings_example_is_valid() -> None:
+    """The TOML example in the README is what users copy: it must load as it is."""
+    import re
+    import tomllib
+
+    from rag.config import settings_from_mapping
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if "[index.embedder]" in b]
+    assert blocks, "README lost its settings example"
+    settings = settings_from_mapping(tomllib.loads(blocks[0]), origin="README")
+    assert settings.answer.min_evidence_score == 0.3 and settings.generator.kind == "local"
