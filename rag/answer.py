@@ -146,6 +146,8 @@ class Answer:
         if cited:
             lines += ["", "**References**"]
             lines += [f'{number[r.key]}. {r.citation_line()} "{r.quote}"' for r in cited]
+        if self.fallback:
+            lines += ["", f"_Answer built from evidence sentences (no language model): {self.fallback}._"]
         if self.dropped_citations:
             lines += [
                 "",

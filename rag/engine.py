@@ -25,7 +25,7 @@ from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.config import GeneratorSettings, Settings
 from rag.embed import Embedder
 from rag.errors import ClinragError, ConfigError
-from rag.extractive import ExtractiveAnswerer
+from rag.extractive import ExtractiveAnswerer, evidence_units
 from rag.filters import Filters
 from rag.generators.base import GenerationError, Generator
 from rag.patient import Patient, flag_drugs
@@ -41,7 +41,6 @@ _DOSE = re.compile(
     r"mg/kg|days?|weeks?|hours?|times)\b",
     re.IGNORECASE,
 )
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -368,7 +367,7 @@ def _reference(item: EvidenceItem, cited: bool, citing: list[str]) -> Reference:
 
 
 def _best_quote(text: str, claims: list[str], limit: int = 300) -> str:
-    sentences = [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if s.strip()] or [text]
+    sentences = [sentence for _, sentence in evidence_units(text)] or [" ".join(text.split())]
     if claims:
         words = set(_WORD.findall(" ".join(claims).lower()))
         sentences.sort(key=lambda s: -len(words & set(_WORD.findall(s.lower()))))

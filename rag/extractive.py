@@ -48,7 +48,7 @@ class ExtractiveAnswerer:
         candidates = [
             (item.key, rank, heading, sentence)
             for rank, item in enumerate(_by_key(evidence))
-            for heading, sentence in _units(item.text, _section(item))
+            for heading, sentence in evidence_units(item.text, _section(item))
         ]
         if not candidates:
             return "INSUFFICIENT EVIDENCE"
@@ -96,7 +96,7 @@ def _section(item: EvidenceItem) -> str:
     return path[-1] if path else ""
 
 
-def _units(text: str, heading: str) -> list[tuple[str, str]]:
+def evidence_units(text: str, heading: str = "") -> list[tuple[str, str]]:
     """(heading, sentence) pairs: Markdown headings set the context, list items and sentences are the units."""
     out: list[tuple[str, str]] = []
     paragraph: list[str] = []
