@@ -25,7 +25,7 @@ from indexer.vectors import Vectors, VectorStats, assemble_vectors
 from rag.config import IndexSettings, default_cache_dir
 from rag.dense import build_dense_index, effective_kind, faiss_ids
 from rag.embed import Embedder, LazyEmbedder
-from rag.errors import BundleError, ConfigError
+from rag.errors import BundleError, BundleMismatchError, ConfigError
 from rag.sparse import TermCounts
 from rag.store import (
     BundleContents,
@@ -175,7 +175,7 @@ def _update(
         raise ConfigError(f"{directory}: directory is not empty and holds no clinrag index; choose an empty --out")
     embedder = embedder or LazyEmbedder(settings.embedder)
     with write_lock(directory):
-        existing = load_bundle(directory) if is_bundle(directory) else None
+        existing = _existing_bundle(directory, keep_existing)
         if existing is not None:
             check_embedder(existing.manifest, directory, embedder.name)
         tokenizer = ClinicalTokenizer(TokenizerConfig(stem=settings.bm25.stem, stopwords=settings.bm25.stopwords))
@@ -216,6 +216,22 @@ def _update(
         timings["write"] = time.perf_counter() - t0
         report = _report(directory, True, corpus, stats, started, timings)
     return report
+
+
+def _existing_bundle(directory: Path, keep_existing: bool) -> BundleContents | None:
+    """The committed bundle to update, or None. A full build replaces a damaged bundle (the message of every
+    integrity error says to rebuild, so rebuilding must work); `add` and `remove` need the old contents and
+    refuse. A bundle of another format version or embedder is never silently replaced."""
+    if not is_bundle(directory):
+        return None
+    try:
+        return load_bundle(directory)
+    except BundleMismatchError:
+        raise
+    except BundleError:
+        if keep_existing:
+            raise
+        return None
 
 
 def embedder_loaded(embedder: Embedder) -> bool:

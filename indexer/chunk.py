@@ -24,6 +24,7 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*\s+")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*•‣◦▪●○·–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])[ \t]+", re.MULTILINE)
 _MARKER = re.compile(r"[ \t]*(?:\d{1,3}|[a-zA-Z])\.\s+")
+_MARKER_WINDOW = 64
 _OPENERS = frozenset("([{\"'“‘")
 _BULLETS = frozenset("-*•‣◦▪●○·–")
 _ABBREVIATIONS = frozenset(
@@ -63,7 +64,11 @@ def _ends_sentence(text: str, match: re.Match[str]) -> bool:
         return False
     if text[match.start()] != "." or match.group().startswith(".."):
         return True
-    if _MARKER.fullmatch(text, text.rfind("\n", 0, match.start()) + 1, match.end()):
+    # A list number sits at most a little indentation after its line start: looking further back (to the start
+    # of a huge single-line file) made every sentence end cost O(line), O(n^2) in all.
+    window = max(0, match.start() - _MARKER_WINDOW)
+    line_start = text.rfind("\n", window, match.start()) + 1
+    if (line_start or not window) and _MARKER.fullmatch(text, line_start, match.end()):
         return False  # "1. Refer urgently": the period of a list number at a line start ends nothing
     words = text[max(0, match.start() - 32) : match.start()].split()
     return not (words and _is_abbreviation(words[-1]))

@@ -16,6 +16,8 @@ _HEADER = re.compile(r"^\s*(suggestions|answer|recommendations)\s*:\s*", re.IGNO
 _ITEM = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|[-*\u2022])\s+(?P<text>.+)$")
 # [E1], [E1, E2], [E1][E2], [E 1]; numbers alone ([1], [1, 2]) only when the reply uses no E-keys at all.
 _KEYS = re.compile(r"\[\s*(E\s*\d+(?:\s*[,;]\s*E?\s*\d+)*)\s*\]", re.IGNORECASE)
+# What the parser reads as evidence keys: document text shown to the model must never contain it (rag.prompts).
+CITATION_KEYS = _KEYS
 _NUMERIC_KEYS = re.compile(r"\[\s*(\d{1,2}(?:\s*[,;]\s*\d{1,2})*)\s*\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 

@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.ask_cli import add_filter_arguments
     from rag.ask_cli import register as register_ask
     from rag.evaluation.cli import register as register_eval
+    from rag.finetune_cli import register as register_finetune
 
     parser = argparse.ArgumentParser(
         prog="clinrag",
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(handler=_search)
     register_ask(commands)
     register_eval(commands)
+    register_finetune(commands)
     return parser
 
 

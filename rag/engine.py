@@ -31,7 +31,8 @@ from rag.generators.base import GenerationError, Generator
 from rag.patient import Patient, flag_drugs
 from rag.privacy import scrub
 from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
-from rag.retrieve import Searcher, clean_query
+from rag.retrieve import DenseRetriever, Searcher, clean_query
+from rag.store import load_bundle, read_manifest
 from rag.support import LexicalSupportChecker, SupportChecker
 from rag.types import Evidence
 
@@ -93,6 +94,28 @@ class Engine:
             settings.answer.prompts_dir,
         )
         return cls(searcher, generator, settings, checker, template, query_embedder)
+
+    def reload(self) -> bool:
+        """Swap in the index's newest committed generation, if there is one; True when it did.
+
+        Safe while other threads are asking: each `ask` reads `self.searcher` once, so a question in flight
+        finishes on the generation it started with, and the swap is one attribute assignment, atomic for the
+        threads reading it. The old generation stays readable until no question holds it (its files may be
+        deleted by the writer already: vectors are memory-mapped, which keeps unlinked files alive).
+        """
+        current = self.searcher
+        directory = current.bundle.path
+        if read_manifest(directory).get("generation") == current.bundle.manifest.get("generation"):
+            return False
+        self.searcher = Searcher(load_bundle(directory), self.searcher_embedder, current.settings, current.reranker)
+        return True
+
+    @property
+    def searcher_embedder(self) -> Embedder:
+        """The embedder queries are embedded with (the bundle's own)."""
+        dense = self.searcher.retrievers["dense"]
+        assert isinstance(dense, DenseRetriever)
+        return dense.embedder
 
     @property
     def generator_name(self) -> str:

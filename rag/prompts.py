@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.citations import CITATION_KEYS
 from rag.errors import ConfigError
 from rag.generators.base import ChatMessage
 from rag.types import Evidence
@@ -26,10 +27,11 @@ REGISTRY = "templates.toml"
 
 # What document text must not be able to imitate: the block delimiters, evidence keys, chat special tokens and
 # the answer format's own markers.
-_TAG = re.compile(r"<\s*/?\s*evidence\b[^>]*>?", re.IGNORECASE)
-_KEY = re.compile(r"\[\s*(E\s*\d+)\s*\]", re.IGNORECASE)
+# `(?:/\s*)?` rather than `/?\s*`: two adjacent optional whitespace runs made "<" + 20,000 spaces take 2 s.
+# No `\b` after "evidence": "<evidenceX" reads as the delimiter to a model as much as "<evidence" does.
+_TAG = re.compile(r"<\s*(?:/\s*)?evidence[^>]*>?", re.IGNORECASE)
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")
-_MARKERS = re.compile(r"\b(SUGGESTIONS\s*:|INSUFFICIENT\s+EVIDENCE)", re.IGNORECASE)
+_MARKERS = re.compile(r"(SUGGESTIONS\s*:|INSUFFICIENT\s+EVIDENCE)", re.IGNORECASE)  # glued to a word too
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,15 @@ class RenderedPrompt:
 
 
 def escape_document_text(text: str) -> str:
-    """Neutralise what in a document could pass for prompt structure; clinical text stays readable."""
+    """Neutralise what in a document could pass for prompt structure; clinical text stays readable.
+
+    Special tokens go first, and any "<|" or "|>" left after them is broken up, so that removing one cannot
+    join the text around it into a tag or a key ("[E<|x|>99]" would become "[E 99]"). Keys are matched by the
+    citation parser's own pattern, so that no form it reads ("[E1, E99]", "[e 99]") survives.
+    """
+    text = _SPECIAL.sub(" ", text).replace("<|", "‹|").replace("|>", "|›")
     text = _TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
-    text = _KEY.sub(lambda m: f"({m.group(1)})", text)
-    text = _SPECIAL.sub(" ", text)
+    text = CITATION_KEYS.sub(lambda m: f"({m.group(1)})", text)
     return _MARKERS.sub(lambda m: m.group(0).lower(), text)
 
 
@@ -111,7 +118,7 @@ def evidence_item(key: str, evidence: Evidence, text: str | None = None) -> Evid
     return EvidenceItem(
         key=key,
         title=_escape_attribute(escape_document_text(meta.title or evidence.chunk.breadcrumb or "untitled")),
-        source=_escape_attribute(meta.source or "unknown"),
+        source=_escape_attribute(escape_document_text(meta.source or "unknown")),  # the document's own issuer
         year=str(meta.year) if meta.year else "n.d.",
         type=meta.doc_type,
         text=escape_document_text(evidence.chunk.text if text is None else text),

@@ -9,6 +9,7 @@ score, so an answer can explain why a passage was found.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -84,26 +85,32 @@ class DenseRetriever:
         self._row_of = {int(i): row for row, i in enumerate(self._ids)}
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_size = cache_size
+        # The LRU's look-up-then-reorder is not atomic: another thread's eviction in between would raise
+        # KeyError. Only the bookkeeping is locked; embedding runs outside the lock.
+        self._cache_lock = threading.Lock()
 
     def query_vector(self, query: str) -> npt.NDArray[np.float32]:
-        vec = self._cache.get(query)
-        if vec is None:
-            vec = self.embedder.embed([query])[0]
-            if vec.shape[0] != self.index.d:
-                raise BundleMismatchError(
-                    f"embedder {self.embedder.name} gives {vec.shape[0]}-dimensional vectors but the index holds "
-                    f"{self.index.d}-dimensional ones; query it with the embedder it was built with"
-                )
-            if self._cache_size:
+        with self._cache_lock:
+            cached = self._cache.get(query)
+            if cached is not None:
+                self._cache.move_to_end(query)
+                return cached
+        vec: npt.NDArray[np.float32] = self.embedder.embed([query])[0]
+        if vec.shape[0] != self.index.d:
+            raise BundleMismatchError(
+                f"embedder {self.embedder.name} gives {vec.shape[0]}-dimensional vectors but the index holds "
+                f"{self.index.d}-dimensional ones; query it with the embedder it was built with"
+            )
+        if self._cache_size:
+            with self._cache_lock:
                 self._cache[query] = vec
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(query)
         return vec
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
         import faiss

@@ -16,7 +16,9 @@ from typing import Any
 # A word: letters/digits, joined by inner hyphens, dots, slashes or plus signs ("covid-19", "2.5", "co-amoxiclav").
 _WORD = re.compile(r"[0-9a-z\u00c0-\u024f]+(?:[-./+][0-9a-z\u00c0-\u024f]+)*")
 # A comparison such as "egfr<30" or "hba1c>=7" is also kept whole: thresholds are how guidelines speak.
-_COMPARISON = re.compile(r"([0-9a-z]+)\s*(<=|>=|<|>|≤|≥)\s*([0-9]+(?:\.[0-9]+)?)")
+# Matches start only where a word starts: tried inside a long word (a base64 blob) the pattern costs O(word)
+# at every position, O(n^2) in all.
+_COMPARISON = re.compile(r"(?<![0-9a-z])([0-9a-z]+)\s*(<=|>=|<|>|≤|≥)\s*([0-9]+(?:\.[0-9]+)?)")
 _PART = re.compile(r"[0-9a-z\u00c0-\u024f]+")
 
 # Short, conservative English list: clinical negations ("no", "not", "without") are deliberately kept.

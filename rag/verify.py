@@ -9,8 +9,17 @@ from typing import Any
 import numpy as np
 
 from rag.dense import faiss_ids, stored_ids
-from rag.errors import BundleError
-from rag.store import file_sha256, load_bundle, read_manifest
+from rag.errors import BundleError, BundleMismatchError
+from rag.store import (
+    LOAD_ATTEMPTS,
+    MANIFEST_CHECKSUM,
+    bundle_files,
+    check_file,
+    load_bundle,
+    manifest_bytes,
+    manifest_path,
+    read_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,7 @@ class VerifyReport:
     directory: str
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    generation: object = field(default=None, compare=False)  # the one checked; None when the manifest is unusable
 
     @property
     def ok(self) -> bool:
@@ -28,22 +38,48 @@ class VerifyReport:
 
 
 def verify_bundle(directory: str | Path) -> VerifyReport:
-    """Check every file against its manifest checksum, then the cross-file invariants."""
+    """Check the manifest and every file against their checksums, then the cross-file invariants."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
-    problems: list[str] = []
-    for role, info in manifest.get("files", {}).items():
-        path = directory / info["name"]
-        if not path.is_file():
-            problems.append(f"{role}: {path.name} is missing")
-        elif file_sha256(path) != info.get("sha256"):
-            problems.append(f"{role}: {path.name} does not match its checksum (modified or damaged)")
-    if problems:
-        return VerifyReport(str(directory), problems)
+    report = _verify(directory)
+    for _ in range(LOAD_ATTEMPTS - 1):
+        # Files deleted by a commit that happened during the check are not damage: check the new generation.
+        if report.ok or report.generation is None or report.generation == _generation(directory):
+            break
+        report = _verify(directory)
+    return report
+
+
+def _generation(directory: Path) -> object:
     try:
-        bundle = load_bundle(directory, mmap=True)
+        return read_manifest(directory).get("generation")
+    except BundleError:
+        return None
+
+
+def _verify(directory: Path) -> VerifyReport:
+    try:
+        manifest = read_manifest(directory)
+    except BundleMismatchError:
+        raise
     except BundleError as exc:
+        if not manifest_path(directory).is_file():
+            raise  # no index at all: a usage error, not damage to report
         return VerifyReport(str(directory), [str(exc)])
+    generation = manifest.get("generation")
+    problems = _manifest_problems(directory, manifest)
+    try:
+        files = bundle_files(directory, manifest)
+    except BundleError as exc:
+        return VerifyReport(str(directory), [*problems, str(exc)], generation=generation)
+    problems += [problem for role, (path, info) in files.items() if (problem := check_file(role, path, info))]
+    if problems:
+        return VerifyReport(str(directory), problems, generation=generation)
+    try:
+        bundle = load_bundle(directory, mmap=True, check_checksums=False)  # just checked above
+    except BundleError as exc:
+        return VerifyReport(str(directory), [str(exc)], generation=generation)
+    if bundle.manifest.get("generation") != generation:
+        return VerifyReport(str(directory), ["the index changed during the check"], generation=generation)
 
     active = bundle.active_chunks
     ids = [c.chunk_id for c in active]
@@ -79,4 +115,18 @@ def verify_bundle(directory: str | Path) -> VerifyReport:
     for key in ("documents", "chunks", "active_chunks"):
         if key in stated and stated[key] != counts[key]:
             problems.append(f"manifest counts {stated[key]} {key}, files hold {counts[key]}")
-    return VerifyReport(str(directory), problems, counts)
+    return VerifyReport(str(directory), problems, counts, generation)
+
+
+def _manifest_problems(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """`read_manifest` has checked the checksum where there is one; verify also wants it there, and the file
+    byte for byte as clinrag writes it, so that even a change that leaves the JSON equal is reported."""
+    path = manifest_path(directory)
+    if MANIFEST_CHECKSUM not in manifest:
+        return [
+            f"{path}: no {MANIFEST_CHECKSUM} (written by an older clinrag, or the key itself is damaged): "
+            "rebuild the index with `clinrag index build` to protect the manifest"
+        ]
+    if path.read_bytes() != manifest_bytes(manifest):
+        return [f"{path}: the file differs from the manifest clinrag wrote (edited or damaged): rebuild the index"]
+    return []

@@ -13,7 +13,7 @@ from rag.config import IndexSettings
 from rag.embed import HashEmbedder
 from rag.errors import BundleMismatchError, ConfigError
 from rag.retrieve import Searcher
-from rag.store import load_bundle, read_manifest
+from rag.store import load_bundle, manifest_checksum, read_manifest
 
 
 def write_md(folder: Path, name: str, title: str, body: str, year: int = 2020) -> Path:
@@ -208,6 +208,7 @@ def test_format_version_mismatch_says_what_to_do(
     build_index([corpus], out, settings, embedder=fake_embedder)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["format_version"] = 99
+    manifest["manifest_sha256"] = manifest_checksum(manifest)  # as a newer clinrag would write it
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleMismatchError, match="upgrade clinrag"):
         load_bundle(out)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from indexer.load.common import SUPPORTED_SUFFIXES, Overrides, fail
+from indexer.load.common import MAX_DOCUMENT_BYTES, SUPPORTED_SUFFIXES, Overrides, fail
 from indexer.load.jsonl import load_beir_jsonl
 from indexer.load.manifest import ManifestError, is_manifest, merge_overrides, parse_manifest
 from indexer.load.pdf import load_pdf
@@ -22,6 +22,7 @@ from rag.types import DocType, LoadFailure, LoadResult, as_doc_type
 
 __all__ = ["SUPPORTED_SUFFIXES", "file_sha256", "iter_source_files", "load_source"]
 
+_TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt"})
 # Manifests may point at manifests; this bounds a chain and, with the visited set, breaks cycles.
 _MAX_MANIFEST_DEPTH = 8
 
@@ -75,8 +76,15 @@ def _dispatch(path: Path, overrides: Overrides, manifests: tuple[Path, ...]) -> 
         shown = suffix or "(no suffix)"
         reason = f"unsupported file type {shown}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
         return LoadResult(failures=(fail(path, reason),))
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         return LoadResult(failures=(fail(path, "empty document: the file is 0 bytes; replace it or remove it"),))
+    if suffix in _TEXT_SUFFIXES and size > MAX_DOCUMENT_BYTES:
+        reason = (
+            f"{size / 2**20:.1f} MB is too large for one text document (limit {MAX_DOCUMENT_BYTES // 2**20} MB): "
+            "split it into files of one document each"
+        )
+        return LoadResult(failures=(fail(path, reason),))
     if suffix == ".jsonl":
         return load_beir_jsonl(path, overrides)
     if suffix == ".json":

@@ -17,6 +17,10 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".jso
 META_KEYS = frozenset({"title", "issuer", "source", "year", "url", "type", "licence", "license", "id"})
 
 _SNIFF_BYTES = 8192
+# One text or Markdown document, or one JSONL record, larger than this is not a clinical document or passage
+# (a whole textbook is a few MB); refusing it keeps one bad file from holding a build for minutes.
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 # Share of control characters above which decoded "text" is really binary. Real text has almost none;
 # random bytes decoded as cp1252 have about 11 %.
 _MAX_CONTROL_SHARE = 0.05
@@ -48,22 +52,48 @@ def fail(path: Path | str, reason: str, record: str | None = None) -> LoadFailur
 def decode_text(raw: bytes) -> str | None:
     """Bytes of a text file as str, or None when they look binary.
 
-    UTF-8 (with or without BOM) and UTF-16 with BOM are exact; anything else falls back to cp1252 and then
-    latin-1, which never fail, so that old Windows-exported notes still load.
+    UTF-8 (with or without BOM), UTF-16 and UTF-32 with BOM and mostly-ASCII UTF-16 without one are exact;
+    anything else falls back to cp1252 and then latin-1, which never fail, so that old Windows-exported notes
+    still load.
     """
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):  # before UTF-16: the same first two bytes
+        try:
+            return raw.decode("utf-32")
+        except UnicodeDecodeError:
+            return None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return raw.decode("utf-16")
         except UnicodeDecodeError:
             return None
     if b"\x00" in raw[:_SNIFF_BYTES]:
-        return None
+        encoding = _bomless_utf16(raw[:_SNIFF_BYTES])
+        if encoding is None:
+            return None
+        try:
+            raw = raw.decode(encoding).encode("utf-8")
+        except UnicodeDecodeError:
+            return None
     text = _decode_with_fallback(raw)
     sample = text[:_SNIFF_BYTES]
     controls = len(_CONTROL.findall(sample))
     if sample and controls / len(sample) > _MAX_CONTROL_SHARE:
         return None
     return text
+
+
+def _bomless_utf16(sample: bytes) -> str | None:
+    """ "utf-16-le"/"utf-16-be" for UTF-16 saved without a byte-order mark (mostly ASCII text, so every other
+    byte is NUL), else None. Binary data has NULs too, but not in one byte position only."""
+    even, odd = sample[0::2], sample[1::2]
+    if len(sample) < 2 or len(sample) % 2:
+        return None
+    even_nul, odd_nul = even.count(0) / len(even), odd.count(0) / len(odd)
+    if odd_nul > 0.9 and even_nul < 0.1:
+        return "utf-16-le"
+    if even_nul > 0.9 and odd_nul < 0.1:
+        return "utf-16-be"
+    return None
 
 
 def _decode_with_fallback(raw: bytes) -> str:

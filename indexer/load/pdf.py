@@ -28,6 +28,7 @@ _NEEDS_CRYPTO = (
     "encrypted PDF (AES) and the 'cryptography' package is not installed: pip install cryptography, "
     "or decrypt it (qpdf --decrypt in.pdf out.pdf) and index the copy"
 )
+_NO_PAGES = "PDF has no pages: the file is empty or damaged; re-export or re-download it"
 _NO_TEXT = "no extractable text: scanned image PDF? run OCR (e.g. ocrmypdf) first"
 _NOT_PDF = (
     "not a PDF (no %PDF- header in the first 1 kB): give the file the suffix of its real format or re-download it"
@@ -92,6 +93,8 @@ def _load(path: Path, raw: bytes, overrides: Overrides) -> LoadResult:
     reader = PdfReader(io.BytesIO(raw))
     if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
         return LoadResult(failures=(fail(path, _ENCRYPTED),))
+    if len(reader.pages) == 0:
+        return LoadResult(failures=(fail(path, _NO_PAGES),))
     page_texts, failures = _extract_pages(path, reader)
     text, pages = join_pages(page_texts)
     if len(list(itertools.islice(_LETTERS.finditer(text), _MIN_LETTERS))) < _MIN_LETTERS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from indexer.load.common import Overrides, extra_string, fail
+from indexer.load.common import Overrides, clean_text, extra_string, fail
 from rag.types import DocType, DocumentMeta, LoadFailure, LoadResult, SectionSpan, SourceDocument, parse_year
 
 DEFAULT_TYPE: DocType = "literature"
@@ -29,6 +29,8 @@ def load_pubmedqa(path: Path, data: Mapping[str, object], overrides: Overrides) 
     failures: list[LoadFailure] = []
     for pmid, record in data.items():
         problem = _problem(record) if isinstance(record, dict) else _NOT_OBJECT
+        if not str(pmid).strip():
+            problem = "record has an empty PMID as its key: key each record by its PubMed id"
         if problem or not isinstance(record, dict):
             failures.append(fail(path, problem, record=f"pmid {pmid}"))
             continue
@@ -41,7 +43,7 @@ _NOT_OBJECT = "record is not a JSON object: expected {QUESTION, CONTEXTS, LABELS
 
 def _problem(record: Mapping[str, object]) -> str:
     contexts = record.get("CONTEXTS")
-    if not isinstance(contexts, list) or not any(isinstance(c, str) and c.strip() for c in contexts):
+    if not isinstance(contexts, list) or not any(isinstance(c, str) and _clean(c) for c in contexts):
         return "record has no CONTEXTS text: add the abstract's contexts or drop the record"
     return ""
 
@@ -51,7 +53,7 @@ def _document(path: Path, pmid: str, record: Mapping[str, object], overrides: Ov
     text, sections = _join_contexts(pairs)
     mesh = extra_string(record.get("MESHES") or [])
     meta = DocumentMeta(
-        title=" ".join(str(record.get("QUESTION") or "").split()) or f"PubMed {pmid}",
+        title=_clean(str(record.get("QUESTION") or "")) or f"PubMed {pmid}",
         doc_type=overrides.doc_type or DEFAULT_TYPE,
         source=overrides.source or "PubMed",
         year=parse_year(record.get("YEAR")),
@@ -62,6 +64,11 @@ def _document(path: Path, pmid: str, record: Mapping[str, object], overrides: Ov
     return SourceDocument(doc_id=f"pmid:{pmid}", text=text, meta=meta, source_path=str(path), sections=sections)
 
 
+def _clean(text: str) -> str:
+    """One line of text without control characters, which would otherwise reach chunks and prompts."""
+    return " ".join(clean_text(text).split())
+
+
 def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 
@@ -69,9 +76,9 @@ def _list(value: object) -> list[object]:
 def _labelled_contexts(contexts: list[object], labels: list[object]) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for i, context in enumerate(contexts):
-        if isinstance(context, str) and context.strip():
-            label = str(labels[i]).strip() if i < len(labels) and labels[i] is not None else ""
-            pairs.append((" ".join(context.split()), label))
+        if isinstance(context, str) and _clean(context):
+            label = _clean(str(labels[i])) if i < len(labels) and labels[i] is not None else ""
+            pairs.append((_clean(context), label))
     return pairs
 
 

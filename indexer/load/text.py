@@ -16,7 +16,9 @@ from rag.types import DocType, LoadResult, SectionSpan, SourceDocument
 DEFAULT_TYPE: DocType = "guideline"
 
 _FRONT_MATTER_CLOSE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+# The optional closing #s are removed in code (`_heading_title`): as a lazy group followed by optional runs
+# of blanks, the pattern backtracked quadratically ("# a" + 40,000 spaces took 22 s).
+_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*)$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
@@ -104,10 +106,20 @@ def find_headings(body: str) -> list[_Heading]:
             fence = marker if fence is None else (None if marker == fence else fence)
         elif fence is None:
             match = _ATX.match(line)
-            if match and match.group(2).strip():
-                headings.append(_Heading(len(match.group(1)), match.group(2).strip(), offset))
+            title = _heading_title(match.group(2)) if match else ""
+            if match and title:
+                headings.append(_Heading(len(match.group(1)), title, offset))
         offset += len(line) + 1
     return headings
+
+
+def _heading_title(text: str) -> str:
+    """An ATX heading's text without its optional closing sequence: "Title ##" -> "Title", "C#" stays."""
+    title = text.rstrip(" \t")
+    bare = title.rstrip("#")
+    if bare != title and bare.endswith((" ", "\t")):
+        title = bare
+    return title.strip()
 
 
 def heading_sections(headings: list[_Heading], title: str, text_len: int) -> tuple[SectionSpan, ...]:

@@ -50,6 +50,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrieval.add_argument("--json", action="store_true", help="print one JSON object")
     retrieval.set_defaults(handler=run_retrieval_eval)
 
+    from rag.evaluation.qa.cli import register as register_qa
+
+    register_qa(sub)
+
 
 def run_retrieval_eval(args: argparse.Namespace) -> int:
     from indexer import build_index  # the CLI composes both packages
