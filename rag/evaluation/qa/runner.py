@@ -261,13 +261,17 @@ class _Loop:
     evaluated: int = 0
     biases: dict[str, list[float] | None] = field(default_factory=dict)
 
+    _evaluators: dict[str, ItemEvaluator | str] = field(default_factory=dict)  # config id -> evaluator or why not
+
     def run(self, pending: Sequence[tuple[RunConfig, QAItem]], progress: bool) -> None:
         from tqdm import tqdm
 
         with tqdm(total=len(pending), unit="item", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
-            for config, group in _by_config(pending):
-                bar.set_description(config.label[:60])
-                for prediction in self._predictions(config, group):
+            for generator, group in _by_generator(pending):
+                items = list(dict.fromkeys(item for _, item in group))
+                for config, item in _item_major(group):
+                    bar.set_description(f"{generator} {item.item_id}"[:40])
+                    prediction = self._predict(config, item, items)
                     self.store.append(prediction)
                     self.latest[prediction.key] = prediction
                     self.evaluated += 1
@@ -275,22 +279,30 @@ class _Loop:
                     if prediction.status == "failed":
                         bar.set_postfix_str(f"last failure: {prediction.item_id}", refresh=False)
 
-    def _predictions(self, config: RunConfig, items: Sequence[QAItem]) -> Iterator[Prediction]:
-        try:
-            evaluator = _evaluator(config, self.resources, self.templates, self.settings, self.pool, items)
-        except ClinragError as exc:  # the configuration cannot start: its items are failed, the run goes on
-            reason = f"{type(exc).__name__}: {exc}"
-            yield from (_failed(config, item, reason) for item in items)
-            return
-        self.biases[config.config_id] = list(evaluator.bias) if evaluator.bias is not None else None
-        yield from (evaluator.evaluate(item) for item in items)
+    def _predict(self, config: RunConfig, item: QAItem, items: Sequence[QAItem]) -> Prediction:
+        evaluator = self._evaluators.get(config.config_id)
+        if evaluator is None:
+            try:
+                evaluator = _evaluator(config, self.resources, self.templates, self.settings, self.pool, items)
+                self.biases[config.config_id] = list(evaluator.bias) if evaluator.bias is not None else None
+            except ClinragError as exc:  # the configuration cannot start: its items are failed, the run goes on
+                evaluator = f"{type(exc).__name__}: {exc}"
+            self._evaluators[config.config_id] = evaluator
+        return _failed(config, item, evaluator) if isinstance(evaluator, str) else evaluator.evaluate(item)
 
 
-def _by_config(pending: Sequence[tuple[RunConfig, QAItem]]) -> Iterator[tuple[RunConfig, list[QAItem]]]:
-    groups: dict[str, tuple[RunConfig, list[QAItem]]] = {}
+def _by_generator(pending: Sequence[tuple[RunConfig, QAItem]]) -> Iterator[tuple[str, list[tuple[RunConfig, QAItem]]]]:
+    """Pending work per generator, in grid order: each model is loaded once."""
+    groups: dict[str, list[tuple[RunConfig, QAItem]]] = {}
     for config, item in pending:
-        groups.setdefault(config.config_id, (config, []))[1].append(item)
-    yield from groups.values()
+        groups.setdefault(config.generator.name, []).append((config, item))
+    yield from groups.items()
+
+
+def _item_major(group: Sequence[tuple[RunConfig, QAItem]]) -> list[tuple[RunConfig, QAItem]]:
+    """Every configuration of an item before the next item: a run stopped early has comparable partial results."""
+    order = {item.item_id: n for n, item in enumerate(dict.fromkeys(item for _, item in group))}
+    return sorted(group, key=lambda pair: order[pair[1].item_id])  # stable: grid order within an item
 
 
 def _evaluator(
