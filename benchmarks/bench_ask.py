@@ -1,7 +1,8 @@
 """`Engine.ask` latency and generation speed over 20 questions on the demo guideline corpus.
 
     python benchmarks/bench_ask.py [--index indexes/demo] [--generator local|extractive] [--int8]
-        [--max-new-tokens 128] [--adapter DIR] [--json out.json]
+        [--max-new-tokens 128] [--adapter DIR|none] [--dtype bfloat16] [--evidence-k K] [--max-prompt-tokens N]
+        [--json out.json]
 
 Builds the demo index if it is missing. Prints per-question timings, ask latency p50/p95, new tokens/s,
 how many answers abstained, used the extractive fallback, or had citations dropped.
@@ -51,6 +52,9 @@ def main() -> int:
     parser.add_argument("--adapter")
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    parser.add_argument("--evidence-k", type=int, help="passages retrieved (default: the engine's)")
+    parser.add_argument("--max-prompt-tokens", type=int, help="prompt budget (default: the engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--limit", type=int, default=len(QUESTIONS))
     parser.add_argument("--json", type=Path)
@@ -68,6 +72,9 @@ def main() -> int:
         "generator.max_new_tokens": args.max_new_tokens,
         "generator.adapter": args.adapter,
         "generator.threads": args.threads,
+        "generator.dtype": args.dtype,
+        "answer.evidence_k": args.evidence_k,
+        "answer.max_prompt_tokens": args.max_prompt_tokens,
     }
     settings = with_overrides(Settings(), {k: v for k, v in overrides.items() if v is not None})
     started = time.perf_counter()

@@ -50,6 +50,7 @@ def main() -> int:
         help="add the training card's fitted label biases (fitted on the calibration PMIDs, which are evaluated too)",
     )
     parser.add_argument("--threads", type=int, help="torch threads of the generator (default: torch's own)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="generator weights (default: the grid's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_qa_run")
     parser.add_argument("--fresh", action="store_true", help="delete --out first (timings of a resumed run lie)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_eval_qa.json")
@@ -57,7 +58,7 @@ def main() -> int:
 
     os.chdir(ROOT)  # the grid's relative paths are read from the project root
     adapter = args.adapter or newest_adapter()
-    grid = with_generator(load_grid(args.grid), adapter, args.label_bias, args.threads)
+    grid = with_generator(load_grid(args.grid), adapter, args.label_bias, args.threads, args.dtype)
     dataset = DATA / "pubmedqa" / "pqal_dev.json"
     ids, selection = evaluation_ids(dataset, adapter, args.items)
     if args.fresh and args.out.exists():
@@ -77,7 +78,9 @@ def newest_adapter() -> Path | None:
     return found[-1].parent if found else None
 
 
-def with_generator(grid: Grid, adapter: Path | None, label_bias: str, threads: int | None) -> Grid:
+def with_generator(
+    grid: Grid, adapter: Path | None, label_bias: str, threads: int | None, dtype: str | None = None
+) -> Grid:
     spec = grid.generators[0]
     update: dict[str, Any] = (
         {"name": "finetuned", "adapter": str(adapter), "label_bias": label_bias}
@@ -85,6 +88,8 @@ def with_generator(grid: Grid, adapter: Path | None, label_bias: str, threads: i
         else {"name": "base", "adapter": None, "label_bias": "none"}
     )
     update["threads"] = threads  # how fast, not what it answers: finished items still resume
+    if dtype:
+        update["dtype"] = dtype
     return grid.model_copy(update={"generators": [spec.model_copy(update=update)]})
 
 

@@ -355,4 +355,3 @@ def _report(
         seconds=time.perf_counter() - started,
         timings=timings,
     )
-

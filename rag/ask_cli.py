@@ -49,7 +49,11 @@ def register(commands: Any) -> None:
         help="local Hugging Face model (default), OpenAI-compatible endpoint, or extractive (no LLM)",
     )  # fmt: skip
     ask.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
-    ask.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder for a local model")
+    ask.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="LoRA adapter folder for a local model (default: the packaged fine-tuned adapter; 'none': the base)",
+    )
     ask.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     ask.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's key")
     ask.add_argument("--max-new-tokens", type=int, metavar="N", help="answer length cap (default 128)")
@@ -57,6 +61,9 @@ def register(commands: Any) -> None:
     ask.add_argument("--template", metavar="NAME", help="prompt template in prompts/templates.toml")
     ask.add_argument("--evidence-k", type=int, metavar="N", help="passages retrieved (default 6)")
     ask.add_argument("--int8", action="store_true", default=None, help="int8 dynamic quantisation (local model)")
+    ask.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="local model weights (bfloat16: faster on AVX512-BF16 CPUs)"
+    )
     ask.add_argument("--log-file", metavar="FILE", help="append the (scrubbed) question and answer here")
     ask.add_argument("--config", metavar="FILE", help="settings file (TOML or JSON); flags override it")
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
@@ -74,6 +81,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         "generator.api_key_env": args.api_key_env,
         "generator.max_new_tokens": args.max_new_tokens,
         "generator.quantize_int8": args.int8,
+        "generator.dtype": args.dtype,
         "answer.shots": args.shots,
         "answer.template": args.template,
         "answer.evidence_k": args.evidence_k,

@@ -32,10 +32,11 @@ def register(commands: Any) -> None:
     )
     tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the adapter and card")
     _common(tune)
-    tune.add_argument("--epochs", type=float, default=1.5, help="passes over the examples (default 1.5)")
+    tune.add_argument("--epochs", type=float, default=2.0, help="passes over the examples (default 2)")
     tune.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
     tune.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     tune.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    tune.add_argument("--lora-layers", type=int, default=12, help="adapt the top N decoder layers (default 12; 0: all)")
     tune.add_argument("--accumulation", type=int, default=8, help="examples per optimizer step (default 8)")
     tune.add_argument("--label-weight", type=float, default=4.0, help="loss weight of the ANSWER line (default 4)")
     tune.add_argument("--balance", type=float, default=0.5, help="0: labels as they come, 1: balanced (default 0.5)")
@@ -71,6 +72,9 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--generate", type=int, default=40, help="answers generated per kind (default 40; 0: none)")
     evaluate.add_argument("--max-new-tokens", type=int, default=128, help="generated answer cap (default 128)")
     evaluate.add_argument("--no-closed-form", action="store_true", help="generated answers only")
+    evaluate.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights when scoring (default float32)"
+    )
     evaluate.add_argument("--update-card", action="store_true", help="write the results into the training card")
     evaluate.set_defaults(handler=run_finetune_eval_command)
 
@@ -113,7 +117,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 
     data_root = args.data or default_data_root()
     config = TrainConfig(
-        lora=LoraParams(r=args.rank, alpha=2 * args.rank),
+        lora=LoraParams(r=args.rank, alpha=2 * args.rank, layers=args.lora_layers or None),
         lr=args.lr,
         epochs=args.epochs,
         max_steps=args.max_steps,
@@ -193,7 +197,9 @@ def run_finetune_eval_command(args: argparse.Namespace) -> int:
     reports = []
     for adapter in (None, args.adapter):
         generator = load_local_generator(
-            GeneratorSettings(model=args.base, adapter=str(adapter) if adapter else None, threads=args.threads)
+            GeneratorSettings(
+                model=args.base, adapter=str(adapter) if adapter else None, threads=args.threads, dtype=args.dtype
+            )
         )
         labels = ("yes", "no", "maybe")
         bias = {s: card_biases(card, f"pubmedqa-{s}", labels) if adapter else None for s in ("gold", "rag")}

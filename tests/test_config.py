@@ -57,3 +57,29 @@ def test_readme_settings_example_is_valid() -> None:
     assert blocks, "README lost its settings example"
     settings = settings_from_mapping(tomllib.loads(blocks[0]), origin="README")
     assert settings.answer.min_evidence_score == 0.3 and settings.generator.kind == "local"
+
+
+def test_generator_adapter_default_applies_only_to_the_default_base(tmp_path: Path) -> None:
+    from rag.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, GeneratorSettings
+
+    shipped = (PACKAGED_ADAPTER / "adapter_config.json").is_file()
+    assert GeneratorSettings().adapter_path() == (PACKAGED_ADAPTER if shipped else None)
+    assert GeneratorSettings(model=DEFAULT_GENERATOR, adapter="none").adapter_path() is None
+    assert GeneratorSettings(adapter=None).adapter_path() is None
+    # Another base model cannot take an adapter trained for SmolLM2: "default" means none there.
+    assert GeneratorSettings(model="Qwen/Qwen2.5-0.5B-Instruct").adapter_path() is None
+    assert GeneratorSettings(kind="extractive").adapter_path() is None
+    assert GeneratorSettings(adapter=str(tmp_path)).adapter_path() == tmp_path
+
+
+def test_generator_dtype_is_checked() -> None:
+    from pydantic import ValidationError
+
+    from rag.config import GeneratorSettings
+
+    assert GeneratorSettings().dtype == "float32"
+    assert GeneratorSettings(dtype="bfloat16").dtype == "bfloat16"
+    with pytest.raises(ValidationError, match="quantize_int8 needs dtype"):
+        GeneratorSettings(dtype="bfloat16", quantize_int8=True)
+    with pytest.raises(ValidationError):
+        GeneratorSettings(dtype="float16")  # type: ignore[arg-type]

@@ -311,7 +311,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_local_generator_converts_generates_and_scores(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gguf", reason="reading the packaged GGUF needs `pip install gguf`")
     monkeypatch.setenv("CLINRAG_CACHE_DIR", str(model_cache))
-    gen = load_generator(GeneratorSettings(threads=2))
+    gen = load_generator(GeneratorSettings(adapter="none", threads=2))
     folder = model_cache / "models" / "smollm2-135m-instruct-hf"
     marker = folder / convert.MARKER
     assert marker.is_file() and (folder / "model.safetensors").is_file()
@@ -332,7 +332,7 @@ def test_local_generator_converts_generates_and_scores(model_cache: Path, monkey
     assert len(scores) == 4 and all(math.isfinite(s) and s < 0 for s in scores)
 
     written = marker.stat().st_mtime_ns
-    again = load_generator(GeneratorSettings())  # the cached folder is reused, not converted again
+    again = load_generator(GeneratorSettings(adapter=None))  # the cached folder is reused, not converted again
     assert marker.stat().st_mtime_ns == written
     assert again.generate(CHAT, max_new_tokens=12).text == first.text
 
@@ -342,7 +342,7 @@ def test_local_generator_converts_generates_and_scores(model_cache: Path, monkey
 def test_local_generator_with_adapter_and_int8(model_cache: Path, tmp_path: Path) -> None:
     pytest.importorskip("gguf", reason="reading the packaged GGUF needs `pip install gguf`")
     peft = pytest.importorskip("peft", reason="LoRA adapters need `pip install peft`")
-    base = load_local_generator(GeneratorSettings(), cache_dir=model_cache)
+    base = load_local_generator(GeneratorSettings(adapter=None), cache_dir=model_cache)
     config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     peft.get_peft_model(base.model, config).save_pretrained(str(tmp_path / "adapter"))
 

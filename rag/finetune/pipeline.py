@@ -213,7 +213,7 @@ def run_finetune(request: FinetuneRequest) -> TrainingCard:
     config, mix, budgets = request.config, request.mix, request.budgets
     prepared = prepare(request.data, config.seed, mix)
     templates = (load_template("pubmedqa", request.prompts_dir), load_template("answer", request.prompts_dir))
-    base = load_local_generator(GeneratorSettings(model=request.base, threads=config.threads))
+    base = load_local_generator(GeneratorSettings(model=request.base, adapter=None, threads=config.threads))
     searcher = Searcher.load(request.index_dir)
     examples = build_examples(
         prepared, searcher, base.count_tokens, seed=config.seed, mix=mix, budgets=budgets, templates=templates

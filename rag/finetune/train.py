@@ -28,13 +28,16 @@ class LoraParams:
     alpha: int = 32
     dropout: float = 0.0  # peft skips the dropped copy of the input at 0: ~30% faster steps on CPU
     targets: tuple[str, ...] = LORA_TARGETS
+    # LoRA on the top N decoder layers only (None: all). Backpropagation then stops at the lowest adapted layer,
+    # which halves a CPU step with 12 of SmolLM2's 30 layers (measured 2.2 s -> 1.1 s at 450 tokens).
+    layers: int | None = 12
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     lora: LoraParams = field(default_factory=LoraParams)
     lr: float = 5e-4
-    epochs: float = 1.5
+    epochs: float = 2.0
     max_steps: int | None = None  # optimizer steps; stops early when reached
     accumulation: int = 8  # examples per optimizer step (one example per forward pass: no padding)
     warmup_share: float = 0.06
@@ -53,6 +56,7 @@ class TrainConfig:
                 "alpha": self.lora.alpha,
                 "dropout": self.lora.dropout,
                 "targets": list(self.lora.targets),
+                "layers": self.lora.layers,
             },
             "lr": self.lr,
             "epochs": self.epochs,
@@ -141,7 +145,10 @@ def attach_lora(model: Any, lora: LoraParams, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)  # LoRA's A matrices are initialised randomly
+    total = int(model.config.num_hidden_layers)
+    top = None if lora.layers is None or lora.layers >= total else list(range(total - lora.layers, total))
     config = LoraConfig(
+        layers_to_transform=top,
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.config import GeneratorSettings, IndexSettings, default_cache_dir
+from rag.config import PACKAGED_ADAPTER, GeneratorSettings, IndexSettings, default_cache_dir
 from rag.errors import ConfigError, ModelLoadError
 from rag.generators.base import (
     ChatMessage,
@@ -177,9 +177,10 @@ def load_local_generator(settings: GeneratorSettings, *, cache_dir: Path | None 
         )
     target, local_only, name = _resolve(settings, cache_dir or default_cache_dir(IndexSettings()))
     model, tokenizer = _load(target, local_only=local_only, settings=settings)
-    if settings.adapter:
-        model = _merge_adapter(model, Path(settings.adapter).expanduser())
-        name += f"+lora:{Path(settings.adapter).expanduser().resolve()}"
+    adapter = settings.adapter_path()
+    if adapter is not None:
+        model = _merge_adapter(model, adapter)
+        name += f"+lora:{adapter.name if adapter == PACKAGED_ADAPTER else adapter.resolve()}"
     if settings.quantize_int8:
         model = _quantize_int8(model)
         name += "+int8"
@@ -207,8 +208,10 @@ def _load(target: str, *, local_only: bool, settings: GeneratorSettings) -> tupl
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # fp32 on the CPU: bf16 matmuls are slow there and dynamic int8 quantisation needs fp32 weights.
-    dtype: Any = torch.float32 if settings.device == "cpu" else "auto"
+    # fp32 on the CPU unless asked: bf16 is fast only with AVX512-BF16/AMX, and int8 quantisation needs fp32.
+    dtype: Any = torch.bfloat16 if settings.dtype == "bfloat16" else torch.float32
+    if settings.device != "cpu" and settings.dtype == "float32":
+        dtype = "auto"
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local_only)

@@ -34,7 +34,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--corpus", nargs="+", type=Path, metavar="FILE", help="without --index: corpus files to index once (cached)"
     )
     qa.add_argument("--pool", type=Path, metavar="FILE", help="example pool file (overrides the grid's pool.path)")
-    qa.add_argument("--adapter", type=Path, metavar="DIR", help="without --config: the generator's LoRA adapter")
+    qa.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="without --config: the generator's LoRA adapter (default: the packaged one; 'none': the base model)",
+    )
     qa.add_argument("--limit", type=int, metavar="N", help="only the first N items")
     qa.add_argument("--items", type=Path, metavar="FILE", help="only the item ids listed in FILE (one per line)")
     qa.add_argument("--settings", type=Path, metavar="FILE", help="engine settings file (.toml or .json)")

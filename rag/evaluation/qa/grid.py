@@ -309,7 +309,7 @@ def _invalid(config: RunConfig, grid: Grid) -> str | None:
         return f"generator {config.generator.name!r}: the extractive answerer has no prompt to evaluate"
     if config.format == "kqa" and config.shots and config.selector in POOL_SELECTORS:
         return "K-QA few-shot uses the template's curated examples: selector 'template' with 'answer-few-shot'"
-    if config.generator.label_bias == "card" and not config.generator.adapter:
+    if config.generator.label_bias == "card" and config.generator.adapter_path() is None:
         return f"generator {config.generator.name!r}: label_bias 'card' needs an adapter with a training card"
     return None
 

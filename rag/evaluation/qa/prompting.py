@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rag.closed_form import gold_evidence, label_reply, pubmedqa_prompt
+from rag.closed_form import gold_evidence, label_reply, mcq_prompt, pubmedqa_prompt
 from rag.errors import ConfigError
 from rag.evaluation.qa.datasets import QAItem
 from rag.evaluation.qa.grid import POOL_SELECTORS, RunConfig
@@ -102,6 +102,15 @@ class PromptBuilder:
                 keep_order=True,
             )
         curated = self.template.examples[: self.config.shots] if self.config.selector == "template" else ()
+        if item.options and not curated:
+            return mcq_prompt(
+                self.template,
+                item.question,
+                dict(item.options),
+                retrieved,
+                count_tokens=self.count_tokens,
+                max_prompt_tokens=self.max_prompt_tokens,
+            )
         return render(
             self.template,
             item.prompt_question,
@@ -129,7 +138,11 @@ class PromptBuilder:
             return worked.messages[-1], worked.reply
         if not example.closed_form:
             raise ConfigError(f"pool item {example.item_id} has no label; pool examples must be closed-form")
-        shown = render(
-            self.template, example.prompt_question, [], count_tokens=self.count_tokens, max_prompt_tokens=budget
+        shown = mcq_prompt(
+            self.template,
+            example.question,
+            dict(example.options),
+            count_tokens=self.count_tokens,
+            max_prompt_tokens=budget,
         )
         return shown.messages[-1], label_reply(example.answer)

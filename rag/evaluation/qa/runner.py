@@ -338,12 +338,13 @@ def _bias(config: RunConfig) -> list[float] | None:
         return None
     from rag.finetune.card import card_biases, read_card
 
-    assert spec.adapter is not None  # the grid refuses label_bias card without an adapter
+    adapter = spec.adapter_path()
+    assert adapter is not None  # the grid refuses label_bias card without an adapter
     setting = "pubmedqa-gold" if config.setting == "gold" else "pubmedqa-rag"
-    bias = card_biases(read_card(spec.adapter), setting, PUBMEDQA_LABELS)
+    bias = card_biases(read_card(adapter), setting, PUBMEDQA_LABELS)
     if bias is None:
         raise ConfigError(
-            f"{spec.adapter}: the training card has no {setting} label biases; set label_bias: none for "
+            f"{adapter}: the training card has no {setting} label biases; set label_bias: none for "
             f"generator {spec.name!r} or re-run clinrag finetune"
         )
     return bias

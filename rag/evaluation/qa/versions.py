@@ -56,8 +56,9 @@ def fingerprints(templates: Mapping[str, PromptTemplate], grid: Grid, index: Pat
             raise ConfigError(f"{index}: not an index bundle (no manifest.json); build one with `clinrag index build`")
         prints["index"] = file_sha256(manifest)
     for spec in grid.generators:
-        if spec.adapter:
-            prints[f"adapter:{spec.name}"] = adapter_sha256(Path(spec.adapter).expanduser())
+        adapter = spec.adapter_path()
+        if adapter is not None:
+            prints[f"adapter:{spec.name}"] = adapter_sha256(adapter)
     return prints
 
 
