@@ -115,9 +115,10 @@ class GeneratorSettings(_Strict):
     # openai: an OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server); extractive: no LLM at all.
     kind: Literal["local", "openai", "extractive"] = "local"
     model: str = DEFAULT_GENERATOR
-    # A LoRA adapter folder (peft) applied on top of a local model; "default": the packaged adapter when the model
-    # is the default base (nothing otherwise); "none" or null: the base model alone.
-    adapter: str | None = "default"
+    # A LoRA adapter folder (peft) applied on top of a local model; "default": the packaged fine-tuned adapter
+    # when the model is the default base (nothing otherwise); "none" or null: the base model alone. Not on by
+    # default: on held-out MedQuAD treatment questions the packaged adapter abstains on 22 of 25 (RESULTS.md).
+    adapter: str | None = None
     allow_download: bool = False
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
