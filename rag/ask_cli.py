@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
     ask.add_argument(
         "--adapter",
         metavar="DIR",
-        help="LoRA adapter folder for a local model, or 'default': the packaged fine-tuned adapter (default: none)",
+        help="LoRA adapter folder for a local model; 'default' (the default): the packaged one; 'none': the base",
     )
     ask.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     ask.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's key")

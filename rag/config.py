@@ -21,7 +21,7 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # The LoRA adapter `clinrag finetune` trained for DEFAULT_GENERATOR, shipped with the package (see its
 # training_card.json). generator.adapter = "default" applies it to that base model and to no other.
-PACKAGED_ADAPTER = Path(__file__).resolve().parent / "data" / "adapters" / "smollm2-clinrag-v1"
+PACKAGED_ADAPTER = Path(__file__).resolve().parent / "data" / "adapters" / "smollm2-clinrag-v2"
 
 
 class _Strict(BaseModel):
@@ -116,9 +116,8 @@ class GeneratorSettings(_Strict):
     kind: Literal["local", "openai", "extractive"] = "local"
     model: str = DEFAULT_GENERATOR
     # A LoRA adapter folder (peft) applied on top of a local model; "default": the packaged fine-tuned adapter
-    # when the model is the default base (nothing otherwise); "none" or null: the base model alone. Not on by
-    # default: on held-out MedQuAD treatment questions the packaged adapter abstains on 22 of 25 (RESULTS.md).
-    adapter: str | None = None
+    # when the model is the default base (nothing for any other model); "none" or null: the base model alone.
+    adapter: str | None = "default"
     allow_download: bool = False
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
@@ -128,6 +127,9 @@ class GeneratorSettings(_Strict):
     dtype: Literal["float32", "bfloat16"] = "float32"
     max_new_tokens: int = Field(128, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy decoding, reproducible
+    # Local models: forbid a citation bracket as the first token of a numbered suggestion ("1. [E1]" carries no
+    # claim; small models fall into it under greedy decoding). Nothing the reply grammar allows is excluded.
+    guard_suggestions: bool = True
     context_window: int | None = Field(None, ge=256)  # None: what the model declares
     base_url: str | None = None  # e.g. http://localhost:8000/v1 (kind = "openai")
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from a file
@@ -167,7 +169,7 @@ class AnswerSettings(_Strict):
     support_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None: the calibrated threshold
     remove_unsupported: bool = True  # drop suggestions no cited passage supports (they are reported either way)
     expand_query_with_patient: bool = True  # add the patient's conditions to the retrieval query
-    fallback_to_extractive: bool = True  # when the model's output cannot be parsed
+    fallback_to_extractive: bool = True  # when the model's reply cannot be parsed or nothing in it is supported
     # Prompts and answers are written nowhere unless a log file is named; even then patient text is scrubbed.
     log_file: str | None = None
 

@@ -7,7 +7,8 @@
 Every citation is checked against the evidence it names: keys that name no passage are dropped and reported,
 each suggestion's support by its cited passages is scored by the calibrated checker, unsupported suggestions
 are flagged (and removed by default), and the engine abstains when retrieval is weak or nothing supported
-remains. A model reply that cannot be parsed falls back to the extractive answer built from the evidence.
+remains. A model reply that cannot be parsed, or none of whose suggestions is supported, falls back to the
+extractive answer built from the evidence.
 """
 
 from __future__ import annotations
@@ -152,6 +153,13 @@ class Engine:
 
         mark = time.perf_counter()
         answer = self._check(text, prompt, parsed, reply, fallback, patient, timings)
+        if self._all_claims_unsupported(answer, parsed, fallback) and answer_settings.fallback_to_extractive:
+            # A small model's paraphrases can drift from what the passages say; the extractive answer quotes them.
+            # The model's removed suggestions stay in the answer for audit.
+            fallback = "no suggestion in the model's reply was supported by the evidence it cites"
+            extractive = parse_reply(self.extractive.answer(text, prompt.evidence))
+            second = self._check(text, prompt, extractive, reply, fallback, patient, timings)
+            answer = replace(second, removed_suggestions=answer.removed_suggestions + second.removed_suggestions)
         answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens)
         timings["check"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
@@ -247,6 +255,15 @@ class Engine:
             kept, removed = tuple(suggestions), ()
         reason = None if kept else "no suggestion is supported by the evidence it cites"
         return self._answer(question, kept, removed, prompt, by_key, dropped, reply, fallback, timings, reason)
+
+    def _all_claims_unsupported(self, answer: Answer, parsed: ParsedReply, fallback: str | None) -> bool:
+        return (
+            self.generator is not None
+            and fallback is None
+            and not parsed.abstained
+            and bool(parsed.suggestions)
+            and not answer.suggestions
+        )
 
     def _check_suggestion(
         self, parsed: ParsedSuggestion, by_key: dict[str, EvidenceItem], patient: Patient | None

@@ -32,16 +32,24 @@ def register(commands: Any) -> None:
     )
     tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the adapter and card")
     _common(tune)
-    tune.add_argument("--epochs", type=float, default=2.0, help="passes over the examples (default 2)")
+    tune.add_argument("--epochs", type=float, default=3.0, help="passes over the examples (default 3)")
     tune.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
     tune.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
     tune.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
     tune.add_argument("--lora-layers", type=int, default=12, help="adapt the top N decoder layers (default 12; 0: all)")
     tune.add_argument("--accumulation", type=int, default=8, help="examples per optimizer step (default 8)")
-    tune.add_argument("--label-weight", type=float, default=4.0, help="loss weight of the ANSWER line (default 4)")
+    tune.add_argument(
+        "--label-weight", type=float, default=4.0, help="loss weight of each reply's decision line (default 4)"
+    )
+    tune.add_argument(
+        "--token-norm",
+        type=float,
+        default=64.0,
+        help="an example's loss is its weighted token sum / this (default 64; 0: the mean per example)",
+    )
     tune.add_argument("--balance", type=float, default=0.5, help="0: labels as they come, 1: balanced (default 0.5)")
-    tune.add_argument("--medquad", type=int, default=80, help="MedQuAD treatment examples (default 80)")
-    tune.add_argument("--abstain", type=int, default=30, help="abstention examples (default 30)")
+    tune.add_argument("--medquad", type=int, default=200, help="MedQuAD treatment examples (default 200)")
+    tune.add_argument("--abstain", type=int, default=50, help="abstention examples (default 50)")
     tune.add_argument("--rag-share", type=float, default=0.25, help="share of PubMedQA items also in the RAG setting")
     tune.add_argument("--fp32", action="store_true", help="train against fp32 base weights (default bf16: faster)")
     tune.add_argument(
@@ -75,6 +83,7 @@ def register(commands: Any) -> None:
     evaluate.add_argument(
         "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights when scoring (default float32)"
     )
+    evaluate.add_argument("--no-base", action="store_true", help="score the adapter only, not the base model")
     evaluate.add_argument("--update-card", action="store_true", help="write the results into the training card")
     evaluate.set_defaults(handler=run_finetune_eval_command)
 
@@ -123,6 +132,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         accumulation=args.accumulation,
         label_weight=args.label_weight,
+        token_norm=args.token_norm or None,
         balance=args.balance,
         seed=args.seed,
         threads=args.threads,
@@ -195,7 +205,7 @@ def run_finetune_eval_command(args: argparse.Namespace) -> int:
     templates = (load_template("pubmedqa"), load_template("answer"))
     progress = not args.no_progress
     reports = []
-    for adapter in (None, args.adapter):
+    for adapter in (args.adapter,) if args.no_base else (None, args.adapter):
         generator = load_local_generator(
             GeneratorSettings(
                 model=args.base, adapter=str(adapter) if adapter else None, threads=args.threads, dtype=args.dtype

@@ -63,8 +63,8 @@ def test_generator_adapter_default_applies_only_to_the_default_base(tmp_path: Pa
     from rag.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, GeneratorSettings
 
     shipped = (PACKAGED_ADAPTER / "adapter_config.json").is_file()
-    assert GeneratorSettings().adapter_path() is None
-    assert GeneratorSettings(adapter="default").adapter_path() == (PACKAGED_ADAPTER if shipped else None)
+    assert GeneratorSettings().adapter_path() == (PACKAGED_ADAPTER if shipped else None)
+    assert GeneratorSettings(adapter="default").adapter_path() == GeneratorSettings().adapter_path()
     assert GeneratorSettings(model=DEFAULT_GENERATOR, adapter="none").adapter_path() is None
     assert GeneratorSettings(adapter=None).adapter_path() is None
     # Another base model cannot take an adapter trained for SmolLM2: "default" means none there.

@@ -93,16 +93,31 @@ def test_invented_keys_are_dropped_and_reported(index: Path) -> None:
 
 
 def test_only_invented_keys_leave_nothing_supported(index: Path) -> None:
-    answer = engine_with(index, lambda m: "1. Nitrofurantoin treats cystitis. [E42]").ask("cystitis treatment")
+    engine = engine_with(
+        index, lambda m: "1. Nitrofurantoin treats cystitis. [E42]", **{"answer.fallback_to_extractive": False}
+    )
+    answer = engine.ask("cystitis treatment")
     assert answer.abstained and answer.removed_suggestions and not answer.suggestions
     assert {f.kind for f in answer.removed_suggestions[0].flags} >= {"invented_citation", "uncited"}
+
+
+def test_nothing_supported_falls_back_to_the_extractive_answer(index: Path) -> None:
+    def reply(m: Sequence[ChatMessage]) -> str:
+        return f"1. Warfarin reverses hepatic encephalopathy in cats. [{key_of(m, 'nitro')}]"
+
+    answer = engine_with(index, reply).ask("How is acute cystitis treated?")
+    assert not answer.abstained and answer.suggestions and all(s.supported for s in answer.suggestions)
+    assert answer.fallback is not None and "supported" in answer.fallback
+    # The model's unsupported claim is kept for audit, beside the quoted evidence that replaced it.
+    assert any("Warfarin" in s.text for s in answer.removed_suggestions)
+    assert all("Warfarin" not in s.text for s in answer.suggestions)
 
 
 def test_unsupported_claim_is_removed_or_flagged(index: Path) -> None:
     def reply(m: Sequence[ChatMessage]) -> str:
         return f"1. Warfarin reverses hepatic encephalopathy in cats. [{key_of(m, 'nitro')}]"
 
-    removed = engine_with(index, reply).ask("cystitis treatment")
+    removed = engine_with(index, reply, **{"answer.fallback_to_extractive": False}).ask("cystitis treatment")
     assert removed.abstained and removed.abstention_reason and "supported" in removed.abstention_reason
     kept = engine_with(index, reply, **{"answer.remove_unsupported": False}).ask("cystitis treatment")
     assert not kept.suggestions[0].supported

@@ -19,10 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_real_generator_answers_with_checked_citations(tmp_path: Path) -> None:
     index = tmp_path / "index"
     build_index([ROOT / "corpora" / "guidelines"], index, IndexSettings())
-    overrides = {"generator.max_new_tokens": 32, "answer.evidence_k": 3, "generator.adapter": "default"}
-    settings = with_overrides(Settings(), overrides)
+    settings = with_overrides(Settings(), {"generator.max_new_tokens": 32, "answer.evidence_k": 3})
     engine = Engine.load(index, settings=settings)
-    assert engine.generator_name.endswith("+lora:smollm2-clinrag-v1")  # the shipped adapter
+    assert engine.generator_name.endswith("+lora:smollm2-clinrag-v2")  # the shipped adapter is the default
     patient = Patient.model_validate({"age": 30, "sex": "female", "allergies": ["penicillin"]})
     answer = engine.ask("What is the first-line treatment for uncomplicated cystitis?", patient)
     data = json.loads(json.dumps(answer.to_dict()))

@@ -197,6 +197,40 @@ def test_loss_mask_covers_only_the_reply(tokenizer: Any) -> None:
     assert sum(w == 0 for w in encoded.weights) == len(encoded.input_ids) - len(scored)
 
 
+def test_every_kinds_decision_line_is_weighted(tokenizer: Any) -> None:
+    messages = gold_example().messages
+    answer = Example("medquad", "mq1", messages, "SUGGESTIONS:\n1. Metformin is first-line therapy. [E1]")
+    abstain = Example("abstain", "mq2", messages, ABSTAIN_REPLY)
+
+    def reply_weights(example: Example) -> list[float]:
+        encoded = encode(tokenizer, example, label_weight=5.0)
+        return [w for w, t in zip(encoded.weights, encoded.labels, strict=True) if t != IGNORE]
+
+    first_line = len(tokenizer("SUGGESTIONS:", add_special_tokens=False)["input_ids"])
+    weights = reply_weights(answer)
+    assert weights[:first_line] == [5.0] * first_line and set(weights[first_line:]) == {1.0}
+    # A one-line reply is all decision, except the end-of-turn token which follows the line.
+    assert reply_weights(abstain)[:-1] == [5.0] * (len(reply_weights(abstain)) - 1)
+
+
+def test_token_norm_loss_is_the_weighted_sum_over_a_constant(tiny_model: Any, tokenizer: Any) -> None:
+    torch = pytest.importorskip("torch")
+    from rag.finetune.train import example_loss
+
+    messages = gold_example().messages
+    long = encode(tokenizer, Example("medquad", "mq1", messages, "SUGGESTIONS:\n" + "1. Rest and fluids. [E1]\n" * 8))
+    short = encode(tokenizer, Example("abstain", "mq2", messages, ABSTAIN_REPLY))
+    with torch.no_grad():
+        for item in (long, short):
+            mean = float(example_loss(tiny_model, item))
+            summed = float(example_loss(tiny_model, item, token_norm=10.0))
+            weight = sum(item.weights)
+            assert summed == pytest.approx(mean * weight / 10.0, rel=1e-4)
+    # With the sum, an example's pull grows with its reply's weight; with the mean, both pull alike.
+    assert sum(long.weights) > 3 * sum(short.weights)
+    assert TrainConfig().token_norm == 64.0 and TrainConfig().to_json()["token_norm"] == 64.0
+
+
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_three_steps_reduce_the_loss_and_the_adapter_reloads(tiny_model: Any, tokenizer: Any, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")

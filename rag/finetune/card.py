@@ -44,6 +44,18 @@ class TrainingCard:
         return path
 
 
+def _cpu_model() -> str:
+    """CPU model and bf16 support: the same recipe trained in 34 min on one 2-core machine, 17 on another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return " ".join([name or platform.processor(), *extras]).strip()
+
+
 def machine_facts() -> dict[str, Any]:
     import os
     from importlib.metadata import PackageNotFoundError, version
@@ -52,6 +64,7 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
     }
     for package in ("torch", "transformers", "peft"):
         try:

@@ -58,8 +58,8 @@ class Mix:
     calibration: int = 50
     rag_share: float = 0.25  # share of training PubMedQA items also shown with retrieved evidence
     conclusion_share: float = 0.0  # share also shown with results + their own conclusion (see data.py)
-    medquad: int = 80
-    abstain: int = 30
+    medquad: int = 200
+    abstain: int = 50
     medquad_validation: int = 60  # MedQuAD treatment queries held out for the generation metrics
     objective: Objective = "accuracy"  # what the label biases are fitted for (accuracy | macro_f1 | nll)
 

@@ -2,8 +2,11 @@
 
 The prompt is tokenized exactly as `LocalGenerator.chat_ids` does at query time (chat template rendered to text,
 then tokenized), and the reply as the text the chat template appends for the assistant turn, so what is learned
-is what the engine later asks for. The decision line of a PubMedQA reply ("ANSWER: no") can be weighted above the
-rest of the reply: it is one token among ~60 and otherwise carries little of the gradient.
+is what the engine later asks for. The decision line of every reply ("ANSWER: no", "SUGGESTIONS:", "INSUFFICIENT
+EVIDENCE") can be weighted above the rest of the reply: it is one token among ~60 and otherwise carries little of
+the gradient. The loss is a weighted sum over reply tokens divided by a fixed token count, not a mean per example:
+with a mean, each token of a 4-token abstention pulled 25 times harder than a token of a 100-token answer, and the
+first adapter learned to abstain on 22 of 25 held-out treatment questions.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ class LoraParams:
 class TrainConfig:
     lora: LoraParams = field(default_factory=LoraParams)
     lr: float = 5e-4
-    epochs: float = 2.0
+    epochs: float = 3.0
     max_steps: int | None = None  # optimizer steps; stops early when reached
     accumulation: int = 8  # examples per optimizer step (one example per forward pass: no padding)
     warmup_share: float = 0.06
     weight_decay: float = 0.0
     label_weight: float = 4.0  # loss weight of the decision line's tokens relative to other reply tokens
+    # An example's loss is sum(weight * token loss) / token_norm (about a typical reply's weighted length);
+    # None: the weighted mean per example, which over-weights short replies.
+    token_norm: float | None = 64.0
     balance: float = 0.5  # 0: PubMedQA labels as they come; 1: each label as often as the most frequent one
     max_length: int = 1536  # longer examples are skipped (and counted), never cut
     seed: int = 13
@@ -65,6 +71,7 @@ class TrainConfig:
             "warmup_share": self.warmup_share,
             "weight_decay": self.weight_decay,
             "label_weight": self.label_weight,
+            "token_norm": self.token_norm,
             "balance": self.balance,
             "max_length": self.max_length,
             "seed": self.seed,
@@ -108,7 +115,7 @@ def encode(tokenizer: Any, example: Example, *, label_weight: float = 1.0) -> En
     reply_ids = _ids(tokenizer, turn)
     end = turn.rstrip()  # the newline after the end-of-turn token is not the model's to produce
     scored = len(_ids(tokenizer, end)) if end != turn else len(reply_ids)
-    first_line = len(_ids(tokenizer, example.reply.split("\n", 1)[0])) if example.kind.startswith("pubmedqa") else 0
+    first_line = len(_ids(tokenizer, example.reply.split("\n", 1)[0]))
     prompt_ids = _ids(tokenizer, prompt)
     weights = [0.0] * len(prompt_ids) + [
         (label_weight if i < first_line else 1.0) if i < scored else 0.0 for i in range(len(reply_ids))
@@ -159,8 +166,9 @@ def attach_lora(model: Any, lora: LoraParams, seed: int) -> Any:
     return get_peft_model(model, config)
 
 
-def example_loss(model: Any, item: Encoded) -> Any:
-    """Weighted mean cross-entropy over the reply tokens of one example."""
+def example_loss(model: Any, item: Encoded, token_norm: float | None = None) -> Any:
+    """Weighted cross-entropy over the reply tokens of one example: summed and divided by `token_norm`, or the
+    weighted mean when it is None."""
     import torch
 
     ids = torch.tensor([item.input_ids])
@@ -170,7 +178,8 @@ def example_loss(model: Any, item: Encoded) -> Any:
     targets = torch.tensor(item.labels[first:])
     weights = torch.tensor(item.weights[first:])
     losses = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE, reduction="none")
-    return (losses * weights).sum() / weights.sum().clamp(min=1e-6)
+    total = (losses * weights).sum()
+    return total / token_norm if token_norm else total / weights.sum().clamp(min=1e-6)
 
 
 def train(model: Any, examples: Sequence[Encoded], config: TrainConfig, *, progress: bool = True) -> TrainResult:
@@ -192,7 +201,7 @@ def train(model: Any, examples: Sequence[Encoded], config: TrainConfig, *, progr
     started, step, window, losses, seen = time.perf_counter(), 0, [], [], []
     bar = tqdm(total=len(plan), desc="fine-tuning", unit="ex", disable=not progress, dynamic_ncols=True)
     for n, index in enumerate(plan, 1):
-        loss = example_loss(model, usable[index])
+        loss = example_loss(model, usable[index], config.token_norm)
         (loss / config.accumulation).backward()
         window.append(float(loss.detach()))
         seen.append(window[-1])

@@ -24,6 +24,7 @@ from rag.generators.base import (
     check_request,
     cut_at_stop,
 )
+from rag.generators.constrain import NoCitationAtLineStart, bracket_token_ids
 from rag.generators.convert import ensure_converted, packaged_gguf
 
 
@@ -31,7 +32,14 @@ class LocalGenerator:
     """A loaded model and tokenizer. Build it with `load_local_generator`, which never downloads by default."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, name: str, context_window: int, threads: int | None = None
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        context_window: int,
+        threads: int | None = None,
+        guard_suggestions: bool = False,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -40,6 +48,9 @@ class LocalGenerator:
         self._threads = threads
         self._device = next(model.parameters()).device if _has_parameters(model) else "cpu"
         self._eos_ids = _eos_ids(model, tokenizer)
+        self._cache_arg = _cache_argument(model)
+        self._guard = guard_suggestions
+        self._bracket_ids: list[int] | None = None  # computed on the first guarded generation
 
     @property
     def name(self) -> str:
@@ -90,6 +101,7 @@ class LocalGenerator:
                 attention_mask=torch.ones_like(ids),
                 generation_config=config,
                 stopping_criteria=_stop_on_text(self._tokenizer, stop, len(prompt)),
+                logits_processor=self._processors(len(prompt)),
             )
         new = [int(t) for t in output[0, len(prompt) :]]
         raw = self._tokenizer.decode(new, skip_special_tokens=True)
@@ -102,6 +114,15 @@ class LocalGenerator:
             finish_reason=self._finish_reason(new, stopped, budget),
             model=self._name,
         )
+
+    def _processors(self, prompt_length: int) -> Any:
+        from transformers import LogitsProcessorList
+
+        if not self._guard:
+            return LogitsProcessorList()
+        if self._bracket_ids is None:
+            self._bracket_ids = bracket_token_ids(self._tokenizer)
+        return LogitsProcessorList([NoCitationAtLineStart(self._tokenizer, prompt_length, self._bracket_ids)])
 
     def score_labels(self, messages: Sequence[ChatMessage], labels: Sequence[str]) -> list[float]:
         """Summed log-probabilities of each label's tokens right after the assistant turn starts.
@@ -128,9 +149,8 @@ class LocalGenerator:
 
         score = float(first[ids[0]])
         if len(ids) > 1:
-            step = self._model(
-                input_ids=torch.tensor([ids[:-1]], device=self._device), past_key_values=cache, use_cache=True
-            )
+            ids_in = torch.tensor([ids[:-1]], device=self._device)
+            step = self._model(input_ids=ids_in, use_cache=True, **{self._cache_arg: cache})
             logp = torch.log_softmax(step.logits[0].float(), dim=-1)
             score += float(sum(logp[i, token] for i, token in enumerate(ids[1:])))
             cache.crop(-(len(ids) - 1))  # back to the prompt alone for the next label
@@ -185,7 +205,14 @@ def load_local_generator(settings: GeneratorSettings, *, cache_dir: Path | None 
         model = _quantize_int8(model)
         name += "+int8"
     window = settings.context_window or int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    return LocalGenerator(model, tokenizer, name=name, context_window=window, threads=settings.threads)
+    return LocalGenerator(
+        model,
+        tokenizer,
+        name=name,
+        context_window=window,
+        threads=settings.threads,
+        guard_suggestions=settings.guard_suggestions,
+    )
 
 
 def _resolve(settings: GeneratorSettings, cache_dir: Path) -> tuple[str, bool, str]:
@@ -303,6 +330,20 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids = declared if isinstance(declared, list) else [declared]
     ids = [*ids, tokenizer.eos_token_id]
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward keyword for a key/value cache: transformers 5 renamed `past_key_values` to `cache` (and warns on
+    every call with the old name); 4.x knows only the old one."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft forwards **kwargs
+    forward = getattr(base, "forward", None)
+    try:
+        names = inspect.signature(forward).parameters if forward is not None else {}
+    except (TypeError, ValueError):
+        names = {}
+    return "cache" if "cache" in names else "past_key_values"
 
 
 def _has_parameters(model: Any) -> bool:

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     qa.add_argument(
         "--adapter",
         metavar="DIR",
-        help="without --config: the generator's LoRA adapter folder, or 'default' (the packaged one)",
+        help="without --config: the generator's LoRA adapter folder ('default': the packaged one; 'none': the base)",
     )
     qa.add_argument("--limit", type=int, metavar="N", help="only the first N items")
     qa.add_argument("--items", type=Path, metavar="FILE", help="only the item ids listed in FILE (one per line)")

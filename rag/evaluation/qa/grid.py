@@ -7,7 +7,7 @@
     retrieval: [{mode: none}, {mode: hybrid, k: 3}]
     settings: [gold, retrieved]    # the dataset's own context, or what retrieval returns
     closed_book: false             # true: also run setting retrieved with retrieval none (no context at all)
-    generators: [{name: base}, {name: tuned, adapter: rag/data/adapters/x, label_bias: card}]
+    generators: [{name: base, adapter: none}, {name: tuned, label_bias: card}]  # adapter: default unless set
     scoring: [likelihood]          # likelihood (closed-form label scores) | generate (parse generated text)
 
 Unknown keys anywhere are errors. A configuration's id hashes everything that decides its predictions

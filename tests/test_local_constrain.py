@@ -1,0 +1,82 @@
+"""The decoding guard that keeps a numbered suggestion from starting with its citation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rag.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
+from rag.generators.base import ChatMessage
+from rag.generators.constrain import NoCitationAtLineStart, bracket_token_ids
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    transformers = pytest.importorskip("transformers")
+    from rag.generators.convert import ensure_converted, packaged_gguf
+
+    packaged = packaged_gguf(DEFAULT_GENERATOR)
+    if packaged is None:
+        pytest.skip("the packaged SmolLM2 GGUF is not installed")
+    folder = ensure_converted(packaged, default_cache_dir(IndexSettings()))
+    return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def banned(tokenizer: Any) -> list[int]:
+    return bracket_token_ids(tokenizer)
+
+
+def ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_bracket_tokens_are_exactly_those_starting_with_a_bracket(tokenizer: Any, banned: list[int]) -> None:
+    assert set(ids(tokenizer, "[")) <= set(banned) and set(ids(tokenizer, " [")) <= set(banned)
+    assert all(tokenizer.decode([i]).lstrip().startswith("[") for i in banned)
+    assert not set(ids(tokenizer, "Metformin")) & set(banned)
+    assert 0 < len(banned) < 200
+
+
+@pytest.mark.parametrize(
+    ("reply", "guarded"),
+    [
+        ("SUGGESTIONS:\n1. ", True),
+        ("SUGGESTIONS:\n1.", True),
+        ("SUGGESTIONS:\n1. Nitrofurantoin for 5 days. [E1]\n2. ", True),
+        ("1. ", True),
+        ("SUGGESTIONS:\n1. Nitrofurantoin", False),
+        ("SUGGESTIONS:\n1. Nitrofurantoin for 5 days. ", False),  # a citation ends a line
+        ("ANSWER: yes\nCONCLUSION: ", False),
+        ("Take 2. ", False),  # a number inside a line is not a list marker
+    ],
+)
+def test_guard_bans_brackets_only_right_after_a_list_number(
+    tokenizer: Any, banned: list[int], reply: str, guarded: bool
+) -> None:
+    torch = pytest.importorskip("torch")
+    prompt = ids(tokenizer, "<|im_start|>assistant\n")
+    input_ids = torch.tensor([prompt + ids(tokenizer, reply)])
+    scores = torch.zeros(1, len(tokenizer))
+    out = NoCitationAtLineStart(tokenizer, len(prompt), banned)(input_ids, scores.clone())
+    blocked = torch.isinf(out[0]).nonzero().flatten().tolist()
+    assert blocked == (sorted(banned) if guarded else [])
+
+
+def test_local_generator_applies_the_guard_only_when_asked(tokenizer: Any) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from rag.generators.local import LocalGenerator
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).eval()
+    messages = [ChatMessage("user", "What treats cystitis?")]
+    for guard, expected in ((True, 1), (False, 0)):
+        generator = LocalGenerator(model, tokenizer, name="tiny", context_window=2048, guard_suggestions=guard)
+        assert len(generator._processors(5)) == expected
+        assert generator.generate(messages, max_new_tokens=4).new_tokens == 4
