@@ -30,6 +30,7 @@ from rag.finetune.data import (
 from rag.finetune.train import IGNORE, Encoded, LoraParams, TrainConfig, encode, epoch_order
 from rag.prompts import load_template, render
 from rag.types import Chunk, DocumentMeta, Evidence
+from tests.tiny_models import tiny_llama
 
 
 def words(text: str) -> int:
@@ -168,14 +169,9 @@ def tokenizer() -> Any:
 
 @pytest.fixture()
 def tiny_model(tokenizer: Any) -> Any:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).eval()
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    return tiny_llama(len(tokenizer))
 
 
 def gold_example() -> Example:

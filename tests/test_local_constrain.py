@@ -9,6 +9,7 @@ import pytest
 from rag.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
 from rag.generators.base import ChatMessage
 from rag.generators.constrain import NoCitationAtLineStart, bracket_token_ids
+from tests.tiny_models import tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +66,10 @@ def test_guard_bans_brackets_only_right_after_a_list_number(
 
 
 def test_local_generator_applies_the_guard_only_when_asked(tokenizer: Any) -> None:
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
     from rag.generators.local import LocalGenerator
 
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = tiny_llama(len(tokenizer))
     messages = [ChatMessage("user", "What treats cystitis?")]
     for guard, expected in ((True, 1), (False, 0)):
         generator = LocalGenerator(model, tokenizer, name="tiny", context_window=2048, guard_suggestions=guard)
