@@ -137,7 +137,9 @@ class LocalGenerator:
         self._reply_budget(len(prompt) + max(map(len, label_ids)) - 1, 1)  # prompt and longest label must fit
         with _torch_threads(self._threads), torch.inference_mode():
             out = self._model(input_ids=torch.tensor([prompt], device=self._device), use_cache=True)
-            cache = out.past_key_values
+            cache = out.get("cache")
+            if cache is None:  # transformers 4 calls it past_key_values (5 warns on that name)
+                cache = out.past_key_values
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             return [self._label_score(ids, first, cache) for ids in label_ids]
 
