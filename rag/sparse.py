@@ -17,6 +17,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from rag.config import BM25Settings
+from rag.npio import NUMPY_LOAD_LOCK
 
 Scores = npt.NDArray[np.float32]
 
@@ -84,7 +85,7 @@ class TermCounts:
 
     @staticmethod
     def load(counts_path: Path, vocab_path: Path) -> TermCounts:
-        with np.load(counts_path, allow_pickle=False) as arrays:
+        with NUMPY_LOAD_LOCK, np.load(counts_path, allow_pickle=False) as arrays:  # headers parse on access
             shape = tuple(int(x) for x in arrays["shape"])
             matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
         vocab = tuple(json.loads(vocab_path.read_text(encoding="utf-8")))

@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from rag import __version__
 from rag.errors import BundleError, BundleLockedError, BundleMismatchError
+from rag.npio import NUMPY_LOAD_LOCK
 from rag.sparse import TermCounts
 from rag.types import Chunk, DocumentMeta
 
@@ -256,7 +257,8 @@ def _load_generation(directory: Path, manifest: dict[str, Any], *, mmap: bool, c
         dense_settings = DenseIndexSettings.model_validate(manifest.get("settings", {}).get("dense", {}))
         documents = [DocumentRecord.from_json(r) for r in _read_jsonl(paths["documents"])]
         chunks = [StoredChunk(Chunk.from_json(r), r.get("duplicate_of")) for r in _read_jsonl(paths["chunks"])]
-        vectors = np.load(paths["vectors"], mmap_mode="r" if mmap else None, allow_pickle=False)
+        with NUMPY_LOAD_LOCK:
+            vectors = np.load(paths["vectors"], mmap_mode="r" if mmap else None, allow_pickle=False)
         dense_index = read_dense_index(paths["dense"], dense_settings)
         term_counts = TermCounts.load(paths["bm25"], paths["bm25_vocab"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
