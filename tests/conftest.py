@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,3 +24,17 @@ def shared_data() -> Path:
 @pytest.fixture()
 def fake_embedder() -> HashEmbedder:
     return HashEmbedder(dim=32, max_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    """The default generator's tokenizer, from the packaged GGUF (converted into the cache once, offline)."""
+    transformers = pytest.importorskip("transformers")
+    from rag.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
+    from rag.generators.convert import ensure_converted, packaged_gguf
+
+    packaged = packaged_gguf(DEFAULT_GENERATOR)
+    if packaged is None:
+        pytest.skip("the packaged SmolLM2 GGUF is not installed")
+    folder = ensure_converted(packaged, default_cache_dir(IndexSettings()))
+    return transformers.AutoTokenizer.from_pretrained(str(folder))

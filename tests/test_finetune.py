@@ -11,7 +11,6 @@ import pytest
 
 from rag.citations import parse_reply
 from rag.closed_form import PubMedQAItem, gold_evidence, parse_conclusion, parse_decision, pubmedqa_prompt
-from rag.config import IndexSettings, default_cache_dir
 from rag.filters import Filters
 from rag.finetune.card import TrainingCard, card_biases, read_card, update_card
 from rag.finetune.data import (
@@ -159,12 +158,8 @@ def test_epoch_order_balances_labels() -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    folder = default_cache_dir(IndexSettings()) / "models" / "smollm2-135m-instruct-hf"
-    if not (folder / "tokenizer_config.json").is_file():
-        pytest.skip(f"{folder}: the converted SmolLM2 tokenizer is not in the cache (run `clinrag ask` once)")
-    transformers = pytest.importorskip("transformers")
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+def tokenizer(smollm2_tokenizer: Any) -> Any:
+    return smollm2_tokenizer
 
 
 @pytest.fixture()

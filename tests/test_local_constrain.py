@@ -6,22 +6,14 @@ from typing import Any
 
 import pytest
 
-from rag.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
 from rag.generators.base import ChatMessage
 from rag.generators.constrain import NoCitationAtLineStart, bracket_token_ids
 from tests.tiny_models import tiny_llama
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    transformers = pytest.importorskip("transformers")
-    from rag.generators.convert import ensure_converted, packaged_gguf
-
-    packaged = packaged_gguf(DEFAULT_GENERATOR)
-    if packaged is None:
-        pytest.skip("the packaged SmolLM2 GGUF is not installed")
-    folder = ensure_converted(packaged, default_cache_dir(IndexSettings()))
-    return transformers.AutoTokenizer.from_pretrained(str(folder))
+def tokenizer(smollm2_tokenizer: Any) -> Any:
+    return smollm2_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,6 @@ class LocalGenerator:
         self._threads = threads
         self._device = next(model.parameters()).device if _has_parameters(model) else "cpu"
         self._eos_ids = _eos_ids(model, tokenizer)
-        self._cache_arg = _cache_argument(model)
         self._guard = guard_suggestions
         self._bracket_ids: list[int] | None = None  # computed on the first guarded generation
 
@@ -137,22 +136,23 @@ class LocalGenerator:
         self._reply_budget(len(prompt) + max(map(len, label_ids)) - 1, 1)  # prompt and longest label must fit
         with _torch_threads(self._threads), torch.inference_mode():
             out = self._model(input_ids=torch.tensor([prompt], device=self._device), use_cache=True)
-            cache = out.get("cache")
-            if cache is None:  # transformers 4 calls it past_key_values (5 warns on that name)
-                cache = out.past_key_values
+            # transformers 5 renamed past_key_values to cache, in outputs and forward keywords alike, and warns on
+            # every use of the old name; 4.x knows only the old one. The output tells which this one is.
+            keyword = "cache" if out.get("cache") is not None else "past_key_values"
+            cache = out[keyword]
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-            return [self._label_score(ids, first, cache) for ids in label_ids]
+            return [self._label_score(ids, first, cache, keyword) for ids in label_ids]
 
     def _label_ids(self, label: str) -> list[int]:
         return list(self._tokenizer(label, add_special_tokens=False)["input_ids"])
 
-    def _label_score(self, ids: list[int], first: Any, cache: Any) -> float:
+    def _label_score(self, ids: list[int], first: Any, cache: Any, keyword: str) -> float:
         import torch
 
         score = float(first[ids[0]])
         if len(ids) > 1:
             ids_in = torch.tensor([ids[:-1]], device=self._device)
-            step = self._model(input_ids=ids_in, use_cache=True, **{self._cache_arg: cache})
+            step = self._model(input_ids=ids_in, use_cache=True, **{keyword: cache})
             logp = torch.log_softmax(step.logits[0].float(), dim=-1)
             score += float(sum(logp[i, token] for i, token in enumerate(ids[1:])))
             cache.crop(-(len(ids) - 1))  # back to the prompt alone for the next label
@@ -332,20 +332,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     ids = declared if isinstance(declared, list) else [declared]
     ids = [*ids, tokenizer.eos_token_id]
     return list(dict.fromkeys(int(i) for i in ids if i is not None))
-
-
-def _cache_argument(model: Any) -> str:
-    """The forward keyword for a key/value cache: transformers 5 renamed `past_key_values` to `cache` (and warns on
-    every call with the old name); 4.x knows only the old one."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft forwards **kwargs
-    forward = getattr(base, "forward", None)
-    try:
-        names = inspect.signature(forward).parameters if forward is not None else {}
-    except (TypeError, ValueError):
-        names = {}
-    return "cache" if "cache" in names else "past_key_values"
 
 
 def _has_parameters(model: Any) -> bool:
