@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from rag.verdict import Verdict
 
 FORMAT_VERSION = 1
 
@@ -26,9 +29,12 @@ class Flag:
 class Suggestion:
     text: str
     citations: tuple[str, ...]  # evidence keys that exist in the references
-    support: float | None  # calibrated probability that the cited evidence supports the text
+    support: float | None  # the checker's probability that the cited evidence supports the text (best passage)
     supported: bool
     flags: tuple[Flag, ...] = ()
+    # supports / refutes / neutral over the cited passages (refutes wins, then supports); None when uncited
+    label: str | None = None
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)  # citation key -> verdict of that passage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +42,8 @@ class Suggestion:
             "citations": list(self.citations),
             "support": None if self.support is None else round(self.support, 4),
             "supported": self.supported,
+            "label": self.label,
+            "evidence_verdicts": {key: v.to_dict() for key, v in self.verdicts.items()},
             "flags": [f.to_dict() for f in self.flags],
         }
 
@@ -153,9 +161,12 @@ class Answer:
                 "",
                 f"_Citations to evidence that does not exist were removed: {', '.join(self.dropped_citations)}._",
             ]
+        contradicted = sum(s.label == "refutes" for s in self.removed_suggestions)
         if self.removed_suggestions:
             lines += [
                 "",
-                f"_{len(self.removed_suggestions)} suggestion(s) not supported by their evidence were removed._",
+                f"_{len(self.removed_suggestions)} suggestion(s) not supported by their evidence were removed"
+                + (f", {contradicted} of them contradicted by it" if contradicted else "")
+                + "._",
             ]
         return "\n".join(lines) + "\n"

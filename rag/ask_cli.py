@@ -64,6 +64,11 @@ def register(commands: Any) -> None:
     ask.add_argument(
         "--dtype", choices=["float32", "bfloat16"], help="local model weights (bfloat16: faster on AVX512-BF16 CPUs)"
     )
+    ask.add_argument(
+        "--support-checker",
+        metavar="NAME_OR_DIR",
+        help='"default" (the packaged cross-encoder), "calibrated", or a folder from `clinrag train verifier`',
+    )
     ask.add_argument("--log-file", metavar="FILE", help="append the (scrubbed) question and answer here")
     ask.add_argument("--config", metavar="FILE", help="settings file (TOML or JSON); flags override it")
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
@@ -86,6 +91,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         "answer.template": args.template,
         "answer.evidence_k": args.evidence_k,
         "answer.log_file": args.log_file,
+        "answer.support_checker": args.support_checker,
     }
     return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
 

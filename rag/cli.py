@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.ask_cli import register as register_ask
     from rag.evaluation.cli import register as register_eval
     from rag.finetune_cli import register as register_finetune
+    from rag.train_cli import register as register_train
 
     parser = argparse.ArgumentParser(
         prog="clinrag",
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ask(commands)
     register_eval(commands)
     register_finetune(commands)
+    register_train(commands)
     return parser
 
 

@@ -166,7 +166,16 @@ class AnswerSettings(_Strict):
     # 20 non-medical questions scored median 0.26, max 0.37. 0.3 turns most of those away and almost no
     # real question; the support check catches the rest.
     min_evidence_score: float = Field(0.3, ge=-1.0, le=1.0)
-    support_threshold: float | None = Field(None, ge=0.0, le=1.0)  # None: the calibrated threshold
+    # "default": the packaged cross-encoder (supports / refutes / neutral, rag/data/verifiers/); "calibrated": the
+    # older logistic model over cosine and word-overlap features (cannot see contradiction); or the folder of a
+    # model written by `clinrag train verifier`.
+    support_checker: str = "default"
+    # When the cross-encoder cannot be loaded (missing or corrupt files): True uses the calibrated model instead,
+    # False (the default) stops with an error naming the fix.
+    support_fallback: bool = False
+    # None: the checker's own decision (the cross-encoder's label; the calibrated threshold). Else a suggestion is
+    # supported when its probability of support reaches this and no cited passage contradicts it.
+    support_threshold: float | None = Field(None, ge=0.0, le=1.0)
     remove_unsupported: bool = True  # drop suggestions no cited passage supports (they are reported either way)
     expand_query_with_patient: bool = True  # add the patient's conditions to the retrieval query
     fallback_to_extractive: bool = True  # when the model's reply cannot be parsed or nothing in it is supported

@@ -5,10 +5,10 @@
     print(answer.to_markdown())
 
 Every citation is checked against the evidence it names: keys that name no passage are dropped and reported,
-each suggestion's support by its cited passages is scored by the calibrated checker, unsupported suggestions
-are flagged (and removed by default), and the engine abstains when retrieval is weak or nothing supported
-remains. A model reply that cannot be parsed, or none of whose suggestions is supported, falls back to the
-extractive answer built from the evidence.
+each suggestion is judged against each cited passage by the trained support checker (supports / refutes /
+neutral), contradicted suggestions are always removed, unsupported ones flagged (and removed by default), and
+the engine abstains when retrieval is weak or nothing supported remains. A model reply that cannot be parsed,
+or none of whose suggestions is supported, falls back to the extractive answer built from the evidence.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rag.answer import Answer, Flag, Reference, Suggestion
 from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.config import GeneratorSettings, Settings
 from rag.embed import Embedder
-from rag.errors import ClinragError, ConfigError
+from rag.errors import ClinragError
 from rag.extractive import ExtractiveAnswerer, evidence_units
 from rag.filters import Filters
 from rag.generators.base import GenerationError, Generator
@@ -34,8 +33,9 @@ from rag.privacy import scrub
 from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
 from rag.retrieve import DenseRetriever, Searcher, clean_query
 from rag.store import load_bundle, read_manifest
-from rag.support import LexicalSupportChecker, SupportChecker
 from rag.types import Evidence
+from rag.verdict import SupportJudge, Verdict
+from rag.verifier import load_support_checker
 
 # A dose, strength or duration: the number must appear in the cited evidence, or the suggestion is flagged.
 _DOSE = re.compile(
@@ -60,7 +60,7 @@ class Engine:
         searcher: Searcher,
         generator: Generator | None,
         settings: Settings,
-        checker: LexicalSupportChecker,
+        checker: SupportJudge,
         template: PromptTemplate,
         embedder: Embedder | None = None,
     ) -> None:
@@ -79,7 +79,7 @@ class Engine:
         settings: Settings | None = None,
         *,
         embedder: Embedder | None = None,
-        checker: LexicalSupportChecker | None = None,
+        checker: SupportJudge | None = None,
     ) -> Engine:
         settings = settings or Settings()
         searcher = Searcher.load(index_dir, embedder, settings.retrieval)
@@ -87,7 +87,7 @@ class Engine:
         if generator is None or isinstance(generator, GeneratorSettings):
             generator = _make_generator(generator or settings.generator)
         if checker is None:
-            checker = _default_checker(query_embedder)
+            checker = load_support_checker(settings.answer, query_embedder)
         template = load_template(
             settings.answer.template
             if settings.answer.shots == 0 or settings.answer.template != "answer"
@@ -153,15 +153,18 @@ class Engine:
 
         mark = time.perf_counter()
         answer = self._check(text, prompt, parsed, reply, fallback, patient, timings)
+        timings["check"] = time.perf_counter() - mark
         if self._all_claims_unsupported(answer, parsed, fallback) and answer_settings.fallback_to_extractive:
             # A small model's paraphrases can drift from what the passages say; the extractive answer quotes them.
-            # The model's removed suggestions stay in the answer for audit.
+            # The model's removed suggestions stay in the answer for audit. Timed apart from the check: it is a
+            # second answer (extractive sentences embedded, then checked), not part of checking the first.
+            mark = time.perf_counter()
             fallback = "no suggestion in the model's reply was supported by the evidence it cites"
             extractive = parse_reply(self.extractive.answer(text, prompt.evidence))
             second = self._check(text, prompt, extractive, reply, fallback, patient, timings)
             answer = replace(second, removed_suggestions=answer.removed_suggestions + second.removed_suggestions)
+            timings["fallback"] = time.perf_counter() - mark
         answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens)
-        timings["check"] = time.perf_counter() - mark
         timings["total"] = time.perf_counter() - started
         self._log(answer, patient)
         return answer
@@ -245,14 +248,13 @@ class Engine:
                 timings,
                 abstained="the generator found the evidence insufficient",
             )
-        checked = [self._check_suggestion(s, by_key, patient) for s in parsed.suggestions]
+        checked = self._check_suggestions(parsed.suggestions, by_key, patient)
         dropped = tuple(dict.fromkeys(k for c in checked for k in c.dropped))
         suggestions = [c.suggestion for c in checked]
-        if self.settings.answer.remove_unsupported:
-            kept = tuple(s for s in suggestions if s.supported)
-            removed = tuple(s for s in suggestions if not s.supported)
-        else:
-            kept, removed = tuple(suggestions), ()
+        # A suggestion its own evidence contradicts is always removed; unsupported ones when configured.
+        remove_unsupported = self.settings.answer.remove_unsupported
+        kept = tuple(s for s in suggestions if s.label != "refutes" and (s.supported or not remove_unsupported))
+        removed = tuple(s for s in suggestions if s not in kept)
         reason = None if kept else "no suggestion is supported by the evidence it cites"
         return self._answer(question, kept, removed, prompt, by_key, dropped, reply, fallback, timings, reason)
 
@@ -265,31 +267,55 @@ class Engine:
             and not answer.suggestions
         )
 
+    def _check_suggestions(
+        self, parsed: Sequence[ParsedSuggestion], by_key: dict[str, EvidenceItem], patient: Patient | None
+    ) -> list[_Checked]:
+        """Judge every (suggestion, cited passage) pair in one batch, then flag each suggestion."""
+        valid = [tuple(k for k in p.citations if k in by_key) for p in parsed]
+        pairs = [(p.text, by_key[k].text) for p, keys in zip(parsed, valid, strict=True) for k in keys]
+        verdicts = iter(self.checker.judge(pairs) if pairs else [])
+        checked = []
+        for p, keys in zip(parsed, valid, strict=True):
+            by_citation = {k: next(verdicts) for k in keys}
+            checked.append(self._check_suggestion(p, keys, by_citation, by_key, patient))
+        return checked
+
     def _check_suggestion(
-        self, parsed: ParsedSuggestion, by_key: dict[str, EvidenceItem], patient: Patient | None
+        self,
+        parsed: ParsedSuggestion,
+        valid: tuple[str, ...],
+        verdicts: dict[str, Verdict],
+        by_key: dict[str, EvidenceItem],
+        patient: Patient | None,
     ) -> _Checked:
-        valid = tuple(k for k in parsed.citations if k in by_key)
         dropped = tuple(k for k in parsed.citations if k not in by_key)
         flags: list[Flag] = []
         support: float | None = None
         supported = False
+        label: str | None = None
         if dropped:
             flags.append(Flag("invented_citation", f"cited {', '.join(dropped)}, which is not in the evidence"))
         if not valid:
             flags.append(Flag("uncited", "cites no evidence that exists"))
         else:
-            scores = self.checker.score([(parsed.text, by_key[k].text) for k in valid])
-            support = float(scores.max())
+            support = max(v.support for v in verdicts.values())
+            contradicting = [k for k, v in verdicts.items() if v.label == "refutes"]
+            label = "refutes" if contradicting else "supports" if any(
+                v.label == "supports" for v in verdicts.values()) else "neutral"  # fmt: skip
             threshold = self.settings.answer.support_threshold
-            supported = support >= threshold if threshold is not None else self.checker.supported(support)
-            if not supported:
+            supported = label == "supports" if threshold is None else (support >= threshold and not contradicting)
+            if contradicting:
+                p = max(verdicts[k].refutation for k in contradicting)
+                flags.append(Flag("contradicted", f"{', '.join(contradicting)} contradicts this (p {p:.2f})"))
+            elif not supported:
                 flags.append(Flag("unsupported", f"the cited evidence does not support this (support {support:.2f})"))
             cited_text = " ".join(by_key[k].text for k in valid)
             for dose in _doses_missing(parsed.text, cited_text):
                 flags.append(Flag("dose_not_in_evidence", f"'{dose}' is not written in the cited evidence"))
         if patient is not None:
             flags += [Flag(f.kind, f.message) for f in flag_drugs(parsed.text, patient)]
-        return _Checked(Suggestion(parsed.text, valid, support, supported, tuple(flags)), dropped)
+        suggestion = Suggestion(parsed.text, valid, support, supported, tuple(flags), label, verdicts)
+        return _Checked(suggestion, dropped)
 
     def _answer(
         self,
@@ -421,10 +447,3 @@ def _make_generator(settings: GeneratorSettings) -> Generator | None:
     from rag.generators import load_generator
 
     return load_generator(settings)
-
-
-def _default_checker(embedder: Any) -> LexicalSupportChecker:
-    try:
-        return SupportChecker(embedder)
-    except ConfigError:  # a calibration fitted for another embedder: the lexical model still checks
-        return LexicalSupportChecker()

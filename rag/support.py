@@ -27,6 +27,7 @@ import numpy.typing as npt
 from rag.embed import Embedder
 from rag.errors import ConfigError
 from rag.tokenize import ClinicalTokenizer, TokenizerConfig
+from rag.verdict import Verdict
 
 Floats = npt.NDArray[np.float64]
 Pair = tuple[str, str]  # (claim, evidence passage)
@@ -39,8 +40,9 @@ COMBINED_FEATURES = LEXICAL_FEATURES + EMBEDDING_FEATURES
 EXPECTED_SIGNS = {"token_coverage": 1, "window_coverage": 1, "number_missing": -1, "negation_mismatch": -1,
                   "embed_max_cos": 1, "embed_passage_cos": 1}  # fmt: skip
 
-# Citation markers ("[1]", "[2, 3]") and markdown emphasis are answer formatting, not content to be supported.
-_CITATION = re.compile(r"\[\d+(?:\s*[,;\-–]\s*\d+)*\]")
+# Citation markers ("[1]", "[2, 3]", the engine's "[E1]") and markdown emphasis are answer formatting, not content
+# to be supported.
+_CITATION = re.compile(r"\[E?\d+(?:\s*[,;\-–]\s*E?\d+)*\]")
 # The lookbehinds let a match start only where a run of whitespace or of digits starts: tried at every position
 # inside a long run, these patterns cost O(run) each, O(n^2) in all (a passage with 20,000 spaces took 2 s).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<!\s)\s*\n\s*")
@@ -340,6 +342,17 @@ class LexicalSupportChecker:
     def supported(self, score: float) -> bool:
         return bool(score >= self.calibration.threshold)
 
+    @property
+    def name(self) -> str:
+        return "calibrated-lexical"
+
+    def judge(self, pairs: Sequence[Pair]) -> list[Verdict]:
+        """supports or neutral (this model cannot tell contradiction from silence), with the calibrated probability."""
+        return [
+            Verdict("supports" if self.supported(float(p)) else "neutral", (float(p), 0.0, 1.0 - float(p)))
+            for p in self.score(pairs)
+        ]
+
 
 class SupportChecker(LexicalSupportChecker):
     """Lexical features plus the embedder's claim-evidence cosines, combined by the calibrated model."""
@@ -366,6 +379,10 @@ class SupportChecker(LexicalSupportChecker):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return COMBINED_FEATURES
+
+    @property
+    def name(self) -> str:
+        return "calibrated-combined"
 
     def features(self, pairs: Sequence[Pair]) -> Floats:
         return support_features(pairs, self.tokenizer, self.embedder)

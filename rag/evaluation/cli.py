@@ -51,8 +51,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrieval.set_defaults(handler=run_retrieval_eval)
 
     from rag.evaluation.qa.cli import register as register_qa
+    from rag.evaluation.support_cli import register as register_support
 
     register_qa(sub)
+    register_support(sub)
 
 
 def run_retrieval_eval(args: argparse.Namespace) -> int:

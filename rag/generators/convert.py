@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 from rag.config import DEFAULT_GENERATOR
 from rag.errors import ModelLoadError
+from rag.store import file_sha256
 
 MARKER = "clinrag-conversion.json"
 _FORMAT = 1  # bump when the conversion changes, so older folders are rebuilt
@@ -81,14 +81,6 @@ def ensure_converted(packaged: PackagedGGUF, cache_dir: Path) -> Path:
     if is_complete(target, digest):
         return target
     return convert_gguf(source, target, source_sha256=digest)
-
-
-def file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def is_complete(folder: Path, source_sha256: str) -> bool:

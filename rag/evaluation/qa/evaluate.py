@@ -20,7 +20,7 @@ from rag.evaluation.qa.prompting import ItemPrompt, PromptBuilder
 from rag.evaluation.qa.records import Prediction
 from rag.evaluation.qa.scoring import citation_counts, kqa_counts, parse_choice
 from rag.generators.base import Generator, LabelScorer
-from rag.support import LexicalSupportChecker
+from rag.verdict import SupportJudge
 
 ABSTAINED = "abstained"
 
@@ -30,7 +30,7 @@ class ItemEvaluator:
     config: RunConfig
     builder: PromptBuilder
     generator: Generator
-    checker: LexicalSupportChecker | None
+    checker: SupportJudge | None
     max_new_tokens: int
     bias: Sequence[float] | None = None
 

@@ -36,7 +36,7 @@ from rag.evaluation.qa.versions import fingerprints, package_versions
 from rag.generators.base import Generator
 from rag.prompts import PromptTemplate, load_template
 from rag.store import now_iso
-from rag.support import LexicalSupportChecker
+from rag.verdict import SupportJudge
 
 RUN_FORMAT = "clinrag-eval-qa/1"
 
@@ -66,7 +66,7 @@ class _Resources:
     settings: Settings
     index: Path | None
     embedder_: Embedder | None = None
-    checker_: LexicalSupportChecker | None = None
+    checker_: SupportJudge | None = None
     preloaded: Mapping[str, Generator] = field(default_factory=dict)
     searcher_: Any = None
     loaded: dict[str, Generator] = field(default_factory=dict)
@@ -98,14 +98,12 @@ class _Resources:
             self.embedder_ = dense.embedder if dense is not None else LazyEmbedder(self.settings.index.embedder)
         return self.embedder_
 
-    def checker(self) -> LexicalSupportChecker:
+    def checker(self) -> SupportJudge:
         if self.checker_ is None:
-            from rag.support import SupportChecker
+            from rag.verifier import load_support_checker
 
-            try:
-                self.checker_ = SupportChecker(self.embedder())
-            except ConfigError:  # calibrated for another embedder: the lexical model still checks, as in the engine
-                self.checker_ = LexicalSupportChecker()
+            # The engine's own checker (the trained cross-encoder by default), as the K-QA paper scores with NLI.
+            self.checker_ = load_support_checker(self.settings.answer, self.embedder())
         return self.checker_
 
     def generator(self, spec: GeneratorSpec) -> Generator:
@@ -136,7 +134,7 @@ def run_grid(
     limit: int | None = None,
     generators: Mapping[str, Generator] | None = None,
     embedder: Embedder | None = None,
-    checker: LexicalSupportChecker | None = None,
+    checker: SupportJudge | None = None,
     progress: bool = True,
     plots: bool = True,
 ) -> RunResult:

@@ -19,6 +19,7 @@ from rag.citations import ParsedSuggestion
 from rag.closed_form import macro_f1
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from rag.support import LexicalSupportChecker, clean_claim, lexical_features
+from rag.verdict import SupportJudge
 
 UNPARSED = "(none)"  # the confusion-matrix column of outputs no answer could be read from
 _CHOICE = re.compile(r"ANSWER\s*:?\s*\(?\s*([A-Z])\b", re.IGNORECASE)
@@ -70,14 +71,14 @@ def parse_choice(text: str, labels: Sequence[str]) -> str | None:
 # ---------------------------------------------------------------------------------------------------- support
 
 
-def supports(checker: LexicalSupportChecker, claim: str, passage: str) -> bool:
+def supports(checker: SupportJudge, claim: str, passage: str) -> bool:
     if not claim.strip() or not passage.strip():
         return False
-    return checker.supported(float(checker.score([(claim, passage)])[0]))
+    return checker.judge([(claim, passage)])[0].label == "supports"
 
 
 def citation_counts(
-    statements: Sequence[ParsedSuggestion], passages: Mapping[str, str], checker: LexicalSupportChecker
+    statements: Sequence[ParsedSuggestion], passages: Mapping[str, str], checker: SupportJudge
 ) -> CitationCounts:
     """ALCE (Gao et al. 2023): a statement is recalled when its cited passages together support it; a citation
     is precise unless it alone does not support the statement while the other citations still do. A key
@@ -104,22 +105,27 @@ def citation_counts(
     return CitationCounts(len(statements), supported, citations, relevant)
 
 
-def kqa_counts(
-    answer: str, must_have: Sequence[str], nice_to_have: Sequence[str], checker: LexicalSupportChecker
-) -> KQACounts:
-    """K-QA (Manes et al. 2024): must-have statements the answer supports; statements it contradicts.
+def kqa_counts(answer: str, must_have: Sequence[str], nice_to_have: Sequence[str], checker: SupportJudge) -> KQACounts:
+    """K-QA (Manes et al. 2024): must-have statements the answer entails; statements it contradicts.
 
-    The checker judges support only; contradiction is a proxy (the answer's best-matching window covers at
-    least half of the statement's content words with the opposite negation), so hallucination is a lower bound.
+    A checker that can say "refutes" (the trained cross-encoder: the NLI judgement the K-QA paper uses) decides
+    both from one verdict per statement. The calibrated checker cannot see contradiction, so with it a statement
+    counts as contradicted by a proxy (the answer's best-matching window covers at least half of the statement's
+    content words with the opposite negation), and hallucination is a lower bound.
     """
-    supported = sum(supports(checker, s, answer) for s in must_have)
-    contradicted = sum(_contradicts(checker, s, answer) for s in (*must_have, *nice_to_have))
-    return KQACounts(len(must_have), supported, len(must_have) + len(nice_to_have), contradicted)
+    statements = [*must_have, *nice_to_have]
+    if not answer.strip() or not statements:
+        return KQACounts(len(must_have), 0, len(statements), 0)
+    verdicts = checker.judge([(s, answer) for s in statements])
+    supported = sum(v.label == "supports" for v in verdicts[: len(must_have)])
+    if isinstance(checker, LexicalSupportChecker):
+        contradicted = sum(_contradicts(checker, s, answer) for s in statements)
+    else:
+        contradicted = sum(v.label == "refutes" for v in verdicts)
+    return KQACounts(len(must_have), supported, len(statements), contradicted)
 
 
 def _contradicts(checker: LexicalSupportChecker, statement: str, answer: str) -> bool:
-    if not answer.strip():
-        return False
     _, window_coverage, _, negation_mismatch = lexical_features(clean_claim(statement), answer, checker.tokenizer)
     return (
         window_coverage >= CONTRADICTION_COVERAGE and negation_mismatch > 0 and not supports(checker, statement, answer)

@@ -1,0 +1,144 @@
+"""Training a cross-encoder on labelled text pairs, on the CPU: one loop for the support checker and the reranker.
+
+Pairs are tokenized once, grouped into batches of similar length (little padding, so little wasted compute), and
+the batches shuffled each epoch. Class-weighted cross-entropy (inverse square-root frequency) keeps a rare label,
+such as "refutes", from being ignored; AdamW with linear warm-up and decay; seeded, so a run repeats.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rag.crossenc.model import CrossEncoder
+
+
+@dataclass(frozen=True)
+class LabelledPair:
+    first: str
+    second: str
+    label: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 5e-4  # LoRA matrices and the head
+    weight_decay: float = 0.01
+    warmup_share: float = 0.1
+    label_smoothing: float = 0.05
+    class_weighting: bool = True
+    seed: int = 13
+    max_steps: int | None = None
+    bf16: bool = False  # bf16 autocast for the forward pass (CPU with AVX512-BF16: ~20% faster steps measured)
+    time_limit_s: float | None = None  # stop (and keep what was learnt) once training has run this long
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss per 25 steps
+    stopped_early: str | None = None
+
+
+def class_weights(labels: Sequence[int], n_labels: int) -> list[float]:
+    """Inverse square-root frequency, scaled to mean 1 over the examples; a label never seen weighs 1."""
+    counts = Counter(labels)
+    raw = [1.0 / math.sqrt(counts[i]) if counts[i] else 0.0 for i in range(n_labels)]
+    mean = sum(raw[label] for label in labels) / max(len(labels), 1)
+    return [w / mean if w else 1.0 for w in raw]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length: shuffle, sort within windows of 50 batches, cut, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def train_cross_encoder(
+    model: CrossEncoder,
+    examples: Sequence[LabelledPair],
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    import torch
+    from tqdm import tqdm
+
+    if not examples:
+        raise ValueError("no training examples")
+    rng = random.Random(config.seed)
+    torch.manual_seed(config.seed)
+    n_labels = len(model.config.labels)
+    lengths = [len(model.tokenizer(e.first, e.second, truncation="longest_first",
+                                   max_length=model.config.max_length)["input_ids"]) for e in examples]  # fmt: skip
+    weights = class_weights([e.label for e in examples], n_labels) if config.class_weighting else [1.0] * n_labels
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights), label_smoothing=config.label_smoothing)
+    params = [p for p in model.encoder.parameters() if p.requires_grad] + list(model.head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = max(1, math.ceil(per_epoch * config.epochs))
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    warmup = max(1, int(total * config.warmup_share))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    model.encoder.train()
+    model.head.train()
+    result = TrainResult(steps=0, seconds=0.0)
+    started = time.perf_counter()
+    window: list[float] = []
+    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
+    while result.steps < total:
+        for batch_ids in length_batches(lengths, config.batch_size, rng):
+            if result.steps >= total:
+                break
+            if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
+                result.stopped_early = f"time limit {config.time_limit_s:.0f} s reached at step {result.steps}"
+                total = result.steps
+                break
+            batch = [examples[i] for i in batch_ids]
+            tokens = model.encode([(e.first, e.second) for e in batch])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model.logits(tokens)
+            loss = loss_fn(logits.float(), torch.tensor([e.label for e in batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            result.steps += 1
+            window.append(loss.item())
+            if len(window) == 25:
+                result.losses.append(sum(window) / len(window))
+                window = []
+            bar.update(1)
+            bar.set_postfix(loss=f"{window[-1] if window else result.losses[-1]:.3f}")
+            if on_step is not None:
+                on_step(result.steps, result.losses[-1] if not window else window[-1])
+    bar.close()
+    if window:
+        result.losses.append(sum(window) / len(window))
+    model.encoder.eval()
+    model.head.eval()
+    result.seconds = time.perf_counter() - started
+    return result

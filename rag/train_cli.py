@@ -1,0 +1,120 @@
+"""`clinrag train verifier`: train the cross-encoder support checker on the CPU and write its training card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rag.config import DEFAULT_EMBEDDER
+from rag.finetune_cli import default_data_root
+
+
+def register(commands: Any) -> None:
+    group = commands.add_parser(
+        "train", help="train the project's own models (support checker)", description="Train the project's models."
+    )
+    sub = group.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    verifier = sub.add_parser(
+        "verifier",
+        help="the cross-encoder support checker (supports / refutes / neutral)",
+        description="Fine-tune a MiniLM cross-encoder (LoRA + a 3-way head) on HealthVer, SciFact and K-QA NLI "
+        "pairs; validation groups are held out before training. Writes the artefact (crossencoder.json, "
+        "weights.safetensors) and training_card.json with validation metrics into --out.",
+    )
+    verifier.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
+    verifier.add_argument("--data", type=Path, metavar="DIR", help="the shared data folder (default ../shared/data)")
+    verifier.add_argument("--epochs", type=float, default=4.0, help="passes over the training pairs (default 4)")
+    verifier.add_argument("--seed", type=int, default=13, help="random seed (default 13)")
+    verifier.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    verifier.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    verifier.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
+    verifier.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    verifier.add_argument(
+        "--base",
+        default=DEFAULT_EMBEDDER,
+        metavar="MODEL",
+        help="encoder to fine-tune: the packaged MiniLM (default), a local folder or a Hugging Face id",
+    )
+    verifier.add_argument("--allow-download", action="store_true", help="let a hub id download (needs network)")
+    verifier.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
+    verifier.add_argument(
+        "--time-limit", type=float, default=45.0, metavar="MIN", help="stop training after MIN minutes (default 45)"
+    )
+    verifier.add_argument("--limit", type=int, metavar="N", help="train on the first N pairs only (smoke runs)")
+    verifier.add_argument("--no-eval", action="store_true", help="skip the validation sets")
+    verifier.add_argument(
+        "--no-negations", action="store_true", help="no polarity-flipped copies of supported pairs as 'refutes'"
+    )
+    verifier.add_argument("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
+    verifier.add_argument("--quiet", action="store_true", help="no progress bars")
+    verifier.add_argument("--json", action="store_true", help="print the training card as JSON")
+    verifier.set_defaults(handler=run_train_verifier)
+
+
+def run_train_verifier(args: argparse.Namespace) -> int:
+    import torch
+
+    from rag.claims import LABELS
+    from rag.crossenc.model import CrossEncoderConfig
+    from rag.crossenc.train import TrainConfig
+    from rag.errors import ConfigError
+    from rag.evaluation.support import evaluate_support, format_report
+    from rag.finetune.card import TrainingCard
+    from rag.verifier import NLIVerifier
+    from rag.verifier_training import data_summary, load_verifier_data, train_verifier
+
+    if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0:
+        raise ConfigError("--epochs and --lr must be > 0 and --batch-size >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    data = load_verifier_data(args.data or default_data_root(), negations=not args.no_negations)
+    if args.limit:
+        data = type(data)(data.train[: args.limit], data.validation, data.files, data.negated)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        time_limit_s=args.time_limit * 60 if args.time_limit else None,
+        bf16=not args.fp32,
+    )
+    model_config = CrossEncoderConfig(
+        labels=LABELS, base_model=args.base, lora_rank=args.rank, lora_alpha=2 * args.rank
+    )
+    model, training = train_verifier(
+        data, args.out, config, model_config=model_config, progress=not args.quiet, allow_download=args.allow_download
+    )
+    metrics: dict[str, Any] = {}
+    if not args.no_eval:
+        verifier = NLIVerifier(model, name=f"cross-encoder:{args.out.name}")
+        for name, pairs in data.validation.items():
+            report = evaluate_support(verifier, pairs, progress=not args.quiet)
+            metrics[name] = report.to_json()
+            if not args.json:
+                print(f"[{name}]\n{format_report(report)}")
+    weights = args.out / "weights.safetensors"
+    card = TrainingCard(
+        base_model=model_config.base_model,
+        seed=args.seed,
+        config={"train": config.to_json(), "model": model_config.to_json(), "input": "[CLS] evidence [SEP] claim"},
+        budgets={"time_limit_minutes": args.time_limit, "artefact_limit_mb": 10},
+        data=data_summary(data),
+        timings={"train_s": training["train_seconds"], "total_s": round(time.perf_counter() - started, 1)},
+        metrics={"validation": metrics},
+        adapter={"weights_bytes": weights.stat().st_size, "where": "CPU (this machine); no GPU was used"},
+        training=training,
+    )
+    card.write(args.out)
+    if args.json:
+        print(json.dumps(card.to_json(), indent=2))
+    else:
+        print(
+            f"model: {args.out} ({weights.stat().st_size / 1e6:.2f} MB weights); {training['steps']} steps, "
+            f"training {training['train_seconds']:.0f} s, total {card.timings['total_s']:.0f} s"
+        )
+    return 0
