@@ -48,6 +48,12 @@ def register(commands: Any) -> None:
     verifier.add_argument(
         "--no-negations", action="store_true", help="no polarity-flipped copies of supported pairs as 'refutes'"
     )
+    verifier.add_argument(
+        "--no-hard-neutrals",
+        action="store_true",
+        help="leave out the neutral pairs of SciFact claims and the abstract sentences outside their rationale that "
+        "share most words (measured: better on SciFact dev, worse macro-F1 on held-out HealthVer topics)",
+    )
     verifier.add_argument("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
     verifier.add_argument("--quiet", action="store_true", help="no progress bars")
     verifier.add_argument("--json", action="store_true", help="print the training card as JSON")
@@ -71,7 +77,9 @@ def run_train_verifier(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    data = load_verifier_data(args.data or default_data_root(), negations=not args.no_negations)
+    data = load_verifier_data(
+        args.data or default_data_root(), negations=not args.no_negations, hard_neutrals=not args.no_hard_neutrals
+    )
     if args.limit:
         data = type(data)(data.train[: args.limit], data.validation, data.files, data.negated)
     config = TrainConfig(

@@ -41,7 +41,7 @@ class VerifierData:
     negated: int = 0  # training pairs that are polarity-flipped copies of supported ones (rag/claim_negation.py)
 
 
-def load_verifier_data(root: Path, *, negations: bool = True) -> VerifierData:
+def load_verifier_data(root: Path, *, negations: bool = True, hard_neutrals: bool = True) -> VerifierData:
     paths = {name: root / rel for name, rel in FILES.items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
@@ -51,7 +51,9 @@ def load_verifier_data(root: Path, *, negations: bool = True) -> VerifierData:
         )
     healthver = read_healthver(paths["healthver"])
     kqa = read_kqa_nli(paths["kqa_nli"])
-    scifact_train = read_scifact(paths["scifact_train"], paths["scifact_corpus"], context=True, hard_neutrals=True)
+    scifact_train = read_scifact(
+        paths["scifact_train"], paths["scifact_corpus"], context=True, hard_neutrals=hard_neutrals
+    )
     train = [*select_split(healthver, "train", VALIDATION_SHARE), *select_split(kqa, "train", VALIDATION_SHARE)]
     train += scifact_train
     flipped = negated_pairs(train) if negations else []
