@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,7 +104,9 @@ class CrossEncoder:
             target_modules=list(LORA_TARGETS),
             bias="none",
         )
-        encoder = get_peft_model(encoder, lora)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            encoder = get_peft_model(encoder, lora)
         head = torch.nn.Linear(encoder.config.hidden_size, len(config.labels))
         return cls(encoder, head, tokenizer, config)
 
@@ -120,7 +123,9 @@ class CrossEncoder:
         lora = LoraConfig(
             r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=list(LORA_TARGETS), bias="none"
         )
-        peft_model = get_peft_model(encoder, lora)
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x on every wrap
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(encoder, lora)
         try:
             tensors = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
