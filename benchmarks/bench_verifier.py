@@ -31,18 +31,17 @@ def main() -> int:
 
     import torch
 
-    from rag.config import EmbedderSettings
+    from rag.config import AnswerSettings, EmbedderSettings
     from rag.embed import load_embedder
     from rag.evaluation.support import evaluate_support
     from rag.finetune.card import update_card
-    from rag.support import SupportChecker
-    from rag.verifier import NLIVerifier, resolve_verifier_path
+    from rag.verifier import NLIVerifier, load_support_checker, resolve_verifier_path
     from rag.verifier_training import load_verifier_data
 
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_verifier_data(args.data)
-    calibrated = SupportChecker(load_embedder(EmbedderSettings()))
+    calibrated = load_support_checker(AnswerSettings(support_checker="calibrated"), load_embedder(EmbedderSettings()))
     checkers = {"trained": NLIVerifier.load(args.model), "calibrated": calibrated}
     results: dict[str, dict[str, Any]] = {}
     print(f"{'set':<22} {'checker':<11} {'pairs':>5} {'acc':>6} {'mF1':>6} {'AUC':>6} {'F1sup':>6} {'ref->sup':>9} "

@@ -25,9 +25,9 @@ LABELS: tuple[Label, ...] = ("supports", "refutes", "neutral")
 Format = Literal["healthver", "scifact", "kqa-nli", "expertqa"]
 FORMATS: tuple[Format, ...] = ("healthver", "scifact", "kqa-nli", "expertqa")
 
-_HEALTHVER = {"supports": "supports", "refutes": "refutes", "neutral": "neutral"}
-_SCIFACT = {"SUPPORT": "supports", "CONTRADICT": "refutes"}
-_NLI = {"entailment": "supports", "contradiction": "refutes", "neutral": "neutral"}
+_HEALTHVER: dict[str, Label] = {"supports": "supports", "refutes": "refutes", "neutral": "neutral"}
+_SCIFACT: dict[str, Label] = {"SUPPORT": "supports", "CONTRADICT": "refutes"}
+_NLI: dict[str, Label] = {"entailment": "supports", "contradiction": "refutes", "neutral": "neutral"}
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("the a an of in on and or to for with is are was were be by as at from that this it its".split())
 
@@ -45,14 +45,19 @@ class ClaimPair:
         return LABELS.index(self.label)
 
 
-def split_of(pair: ClaimPair, validation_share: float = 0.2) -> Literal["train", "validation"]:
+VALIDATION_SHARE = 0.2  # of the groups of each set; `clinrag train verifier` holds these out
+
+
+def split_of(pair: ClaimPair, validation_share: float = VALIDATION_SHARE) -> Literal["train", "validation"]:
     """A group's split, by the first 8 hex digits of sha256("source:group") against the share."""
     digest = hashlib.sha256(f"{pair.source}:{pair.group}".encode()).hexdigest()
     return "validation" if int(digest[:8], 16) / 0xFFFFFFFF < validation_share else "train"
 
 
 def select_split(
-    pairs: Iterable[ClaimPair], split: Literal["all", "train", "validation"], validation_share: float = 0.2
+    pairs: Iterable[ClaimPair],
+    split: Literal["all", "train", "validation"],
+    validation_share: float = VALIDATION_SHARE,
 ) -> list[ClaimPair]:
     if split == "all":
         return list(pairs)
@@ -89,18 +94,20 @@ def _read_csv(path: str | Path, needed: Sequence[str], what: str) -> list[dict[s
     return rows
 
 
+def _label(value: str | None, mapping: dict[str, Label], where: str) -> Label:
+    label = mapping.get((value or "").strip().lower())
+    if label is None:
+        raise ConfigError(f"{where}: unknown label {value!r}; expected one of {', '.join(sorted(mapping))}")
+    return label
+
+
 def read_healthver(path: str | Path) -> list[ClaimPair]:
     """HealthVer CSV `id, evidence, claim, label, topic_ip, question`; grouped by topic."""
     rows = _read_csv(path, ("evidence", "claim", "label", "topic_ip"), "HealthVer")
     pairs = []
     for number, row in enumerate(rows, start=2):
-        label = _HEALTHVER.get((row["label"] or "").strip().lower())
-        if label is None:
-            raise ConfigError(
-                f"{path}: line {number}: unknown label {row['label']!r}; expected Supports, Refutes or Neutral"
-            )
-        group = f"topic-{row['topic_ip'].strip()}"
-        pairs.append(ClaimPair(row["claim"], row["evidence"], label, "healthver", group))  # type: ignore[arg-type]
+        label = _label(row["label"], _HEALTHVER, f"{path}: line {number}")
+        pairs.append(ClaimPair(row["claim"], row["evidence"], label, "healthver", f"topic-{row['topic_ip'].strip()}"))
     return pairs
 
 
@@ -109,10 +116,8 @@ def read_kqa_nli(path: str | Path) -> list[ClaimPair]:
     rows = _read_csv(path, ("Question", "answer", "claim", "majority_label"), "K-QA NLI")
     pairs = []
     for number, row in enumerate(rows, start=2):
-        label = _NLI.get((row["majority_label"] or "").strip().lower())
-        if label is None:
-            raise ConfigError(f"{path}: line {number}: unknown label {row['majority_label']!r}")
-        pairs.append(ClaimPair(row["claim"], row["answer"], label, "kqa-nli", row["Question"].strip()))  # type: ignore[arg-type]
+        label = _label(row["majority_label"], _NLI, f"{path}: line {number}")
+        pairs.append(ClaimPair(row["claim"], row["answer"], label, "kqa-nli", row["Question"].strip()))
     return pairs
 
 
@@ -190,11 +195,11 @@ def read_scifact(
                 if label is None or not indices:
                     continue
                 used.update(indices)
-                pairs.append(ClaimPair(claim, " ".join(sentences[i] for i in indices), label, "scifact", group))  # type: ignore[arg-type]
+                pairs.append(ClaimPair(claim, " ".join(sentences[i] for i in indices), label, "scifact", group))
                 if context:
                     low, high = max(0, indices[0] - 1), min(len(sentences), indices[-1] + 2)
                     window = " ".join(sentences[low:high])
-                    pairs.append(ClaimPair(claim, window, label, "scifact", group))  # type: ignore[arg-type]
+                    pairs.append(ClaimPair(claim, window, label, "scifact", group))
             if hard_neutrals:
                 window = _best_window(claim, sentences, exclude=used)
                 if window:

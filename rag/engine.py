@@ -253,8 +253,12 @@ class Engine:
         suggestions = [c.suggestion for c in checked]
         # A suggestion its own evidence contradicts is always removed; unsupported ones when configured.
         remove_unsupported = self.settings.answer.remove_unsupported
-        kept = tuple(s for s in suggestions if s.label != "refutes" and (s.supported or not remove_unsupported))
-        removed = tuple(s for s in suggestions if s not in kept)
+
+        def keep(s: Suggestion) -> bool:
+            return s.label != "refutes" and (s.supported or not remove_unsupported)
+
+        kept = tuple(s for s in suggestions if keep(s))
+        removed = tuple(s for s in suggestions if not keep(s))
         reason = None if kept else "no suggestion is supported by the evidence it cites"
         return self._answer(question, kept, removed, prompt, by_key, dropped, reply, fallback, timings, reason)
 

@@ -158,14 +158,10 @@ def quoted_in(claim: str, evidence: str, *, min_words: int = 4) -> str:
     for start in range(len(words) - n + 1):
         if words[start : start + n] == claim_words and not _NEGATIONS & set(words[max(0, start - 3) : start]):
             begin, end = matches[start].start(), matches[start + n - 1].end()
-            sentences = [s for s in _SENTENCE_END.split(evidence) if s and s.strip()]
-            offset = 0
-            for sentence in sentences:
-                at = evidence.find(sentence, offset)
-                if at <= begin < at + len(sentence) or at < end <= at + len(sentence):
-                    return " ".join(sentence.split())
-                offset = max(offset, at)
-            return " ".join(evidence[begin:end].split())
+            bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(evidence)), len(evidence)]
+            first = max(b for b in bounds if b <= begin)
+            last = min(b for b in bounds if b >= end)
+            return " ".join(evidence[first:last].split())
     return ""
 
 

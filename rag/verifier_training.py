@@ -16,13 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from rag.claim_negation import negated_pairs
-from rag.claims import LABELS, ClaimPair, read_expertqa_pairs, read_healthver, read_kqa_nli, read_scifact, select_split
+from rag.claims import (
+    LABELS,
+    VALIDATION_SHARE,
+    ClaimPair,
+    read_expertqa_pairs,
+    read_healthver,
+    read_kqa_nli,
+    read_scifact,
+    select_split,
+)
 from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
 from rag.crossenc.train import LabelledPair, TrainConfig, train_cross_encoder
 from rag.errors import ConfigError
 from rag.store import file_sha256
 
-VALIDATION_SHARE = 0.2
 FILES = {
     "healthver": "claims/healthver/healthver_dev.csv",
     "scifact_train": "claims/scifact/claims_train.jsonl",

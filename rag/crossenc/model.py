@@ -81,6 +81,17 @@ def load_base(name: str, *, allow_download: bool = False) -> tuple[Any, Any]:
     return encoder, tokenizer
 
 
+def _with_lora(encoder: Any, config: CrossEncoderConfig) -> Any:
+    """The encoder wrapped with LoRA matrices on LORA_TARGETS, as `config` sets them."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(LORA_TARGETS), bias="none")  # fmt: skip
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x on every wrap
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(encoder, lora)
+
+
 class CrossEncoder:
     """Pairs in, label probabilities out. Build a trainable one with `new`, a trained one with `load`."""
 
@@ -93,20 +104,10 @@ class CrossEncoder:
     @classmethod
     def new(cls, config: CrossEncoderConfig, *, seed: int = 13, allow_download: bool = False) -> CrossEncoder:
         import torch
-        from peft import LoraConfig, get_peft_model
 
         torch.manual_seed(seed)
         encoder, tokenizer = load_base(config.base_model, allow_download=allow_download)
-        lora = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(LORA_TARGETS),
-            bias="none",
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            encoder = get_peft_model(encoder, lora)
+        encoder = _with_lora(encoder, config)
         head = torch.nn.Linear(encoder.config.hidden_size, len(config.labels))
         return cls(encoder, head, tokenizer, config)
 
@@ -114,18 +115,13 @@ class CrossEncoder:
     def load(cls, folder: str | Path, *, allow_download: bool = False) -> CrossEncoder:
         """A trained artefact; its base model must be installed (or downloadable when allowed)."""
         import torch
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from peft import set_peft_model_state_dict
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         config, weights_path = read_artefact(folder)
         encoder, tokenizer = load_base(config.base_model, allow_download=allow_download)
-        lora = LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=list(LORA_TARGETS), bias="none"
-        )
-        with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x on every wrap
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(encoder, lora)
+        peft_model = _with_lora(encoder, config)
         try:
             tensors = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:

@@ -1,8 +1,9 @@
 """Training a cross-encoder on labelled text pairs, on the CPU: one loop for the support checker and the reranker.
 
-Pairs are tokenized once, grouped into batches of similar length (little padding, so little wasted compute), and
-the batches shuffled each epoch. Class-weighted cross-entropy (inverse square-root frequency) keeps a rare label,
-such as "refutes", from being ignored; AdamW with linear warm-up and decay; seeded, so a run repeats.
+Pair lengths are measured once; pairs are grouped into batches of similar length (little padding, so little wasted
+compute), tokenized per batch, and the batches shuffled each epoch. Class-weighted cross-entropy (inverse
+square-root frequency) keeps a rare label, such as "refutes", from being ignored; AdamW with linear warm-up and
+decay; seeded, so a run repeats.
 """
 
 from __future__ import annotations

@@ -73,20 +73,16 @@ def score_verdicts(gold: Sequence[str], verdicts: Sequence[Verdict], checker: st
     for g, p in zip(gold, predicted, strict=True):
         confusion[g][p] += 1
     present = [label for label in LABELS if any(g == label for g in gold)]
-    per_label: dict[str, float] = {
-        label: f1(
-            confusion[label][label],
-            sum(confusion[g][label] for g in LABELS if g != label),
-            sum(confusion[label][p] for p in LABELS if p != label),
-        )
-        for label in present
-    }
+
+    def label_f1(label: str) -> float:
+        others = [other for other in LABELS if other != label]
+        return f1(confusion[label][label], sum(confusion[g][label] for g in others),
+                  sum(confusion[label][p] for p in others))  # fmt: skip
+
+    per_label: dict[str, float] = {label: label_f1(label) for label in present}
     correct = sum(g == p for g, p in zip(gold, predicted, strict=True))
     positives = [g == "supports" for g in gold]
     refuted = [p for g, p in zip(gold, predicted, strict=True) if g == "refutes"]
-    tp = sum(1 for g, p in zip(gold, predicted, strict=True) if g == p == "supports")
-    fp = sum(1 for g, p in zip(gold, predicted, strict=True) if p == "supports" and g != "supports")
-    fn = sum(1 for g, p in zip(gold, predicted, strict=True) if g == "supports" and p != "supports")
     return SupportReport(
         checker=checker,
         pairs=len(gold),
@@ -95,7 +91,7 @@ def score_verdicts(gold: Sequence[str], verdicts: Sequence[Verdict], checker: st
         macro_f1=float(np.mean(list(per_label.values()))) if len(present) >= 2 else None,
         f1_per_label=per_label,
         auc_supported=roc_auc([v.support for v in verdicts], positives),
-        f1_supported=f1(tp, fp, fn),
+        f1_supported=label_f1("supports"),
         refuted_judged_supported=(sum(p == "supports" for p in refuted) / len(refuted)) if refuted else None,
         refuted_pairs=len(refuted),
         confusion=confusion,

@@ -42,11 +42,10 @@ def register(sub: Any) -> None:
 
 
 def run_support_eval(args: argparse.Namespace) -> int:
-    from rag.claims import read_pairs, select_split
+    from rag.claims import VALIDATION_SHARE, read_pairs, select_split
     from rag.errors import ConfigError
     from rag.evaluation.support import evaluate_support, format_report
     from rag.verdict import SupportJudge
-    from rag.verifier_training import VALIDATION_SHARE
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be >= 1")
@@ -64,7 +63,12 @@ def run_support_eval(args: argparse.Namespace) -> int:
 
         checkers.append(NLIVerifier.load(args.model))
     if args.checker in ("calibrated", "both"):
-        checkers.append(_calibrated_checker())
+        from rag.config import AnswerSettings, EmbedderSettings
+        from rag.embed import load_embedder
+        from rag.verifier import load_support_checker
+
+        calibrated = AnswerSettings(support_checker="calibrated")
+        checkers.append(load_support_checker(calibrated, load_embedder(EmbedderSettings())))
     progress = not args.quiet and not args.json and sys.stderr.isatty()
     reports = [evaluate_support(checker, pairs, progress=progress) for checker in checkers]
     if args.json:
@@ -77,10 +81,3 @@ def run_support_eval(args: argparse.Namespace) -> int:
             print(format_report(report))
     return 0
 
-
-def _calibrated_checker() -> Any:
-    from rag.config import EmbedderSettings
-    from rag.embed import load_embedder
-    from rag.support import SupportChecker
-
-    return SupportChecker(load_embedder(EmbedderSettings()))

@@ -119,17 +119,19 @@ def kqa_counts(answer: str, must_have: Sequence[str], nice_to_have: Sequence[str
     verdicts = checker.judge([(s, answer) for s in statements])
     supported = sum(v.label == "supports" for v in verdicts[: len(must_have)])
     if isinstance(checker, LexicalSupportChecker):
-        contradicted = sum(_contradicts(checker, s, answer) for s in statements)
+        contradicted = sum(
+            v.label != "supports" and _contradicts(checker, s, answer)
+            for s, v in zip(statements, verdicts, strict=True)
+        )
     else:
         contradicted = sum(v.label == "refutes" for v in verdicts)
     return KQACounts(len(must_have), supported, len(statements), contradicted)
 
 
 def _contradicts(checker: LexicalSupportChecker, statement: str, answer: str) -> bool:
+    """The negation proxy for a statement the checker did not find supported."""
     _, window_coverage, _, negation_mismatch = lexical_features(clean_claim(statement), answer, checker.tokenizer)
-    return (
-        window_coverage >= CONTRADICTION_COVERAGE and negation_mismatch > 0 and not supports(checker, statement, answer)
-    )
+    return window_coverage >= CONTRADICTION_COVERAGE and negation_mismatch > 0
 
 
 # ---------------------------------------------------------------------------------------------------- retrieval
