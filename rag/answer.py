@@ -49,6 +49,23 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
+class OtherSource:
+    """Another document that publishes the same passage (the index collapsed its copy into the cited one)."""
+
+    doc_id: str
+    title: str
+    issuer: str
+    url: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"doc_id": self.doc_id, "title": self.title, "issuer": self.issuer, "url": self.url}
+
+    def line(self) -> str:
+        text = ", ".join(p for p in (self.title, self.issuer) if p)
+        return f"{text} {self.url}" if self.url else text
+
+
+@dataclass(frozen=True)
 class Reference:
     key: str
     chunk_id: str
@@ -64,6 +81,7 @@ class Reference:
     quote: str  # the sentence of the passage that best supports what cites it (or its opening)
     retrieval_score: float
     cited: bool
+    also_in: tuple[OtherSource, ...] = ()  # every other source of this passage
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +99,7 @@ class Reference:
             "quote": self.quote,
             "retrieval_score": round(self.retrieval_score, 4),
             "cited": self.cited,
+            "also_in": [o.to_dict() for o in self.also_in],
         }
 
     def citation_line(self) -> str:
@@ -97,7 +116,10 @@ class Reference:
             )
             parts.append(pages)
         line = ", ".join(parts)
-        return f"{line}. {self.url}" if self.url else f"{line}."
+        line = f"{line}. {self.url}" if self.url else f"{line}."
+        if self.also_in:
+            line += " Also published as: " + "; ".join(o.line() for o in self.also_in) + "."
+        return line
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,11 @@ def register(commands: Any) -> None:
         metavar="NAME_OR_DIR",
         help='"default" (the packaged cross-encoder), "calibrated", or a folder from `clinrag train verifier`',
     )
+    ask.add_argument(
+        "--reranker",
+        metavar="DIR",
+        help="rerank the evidence (and pick extractive sentences) with a model from `clinrag train reranker`",
+    )
     ask.add_argument("--log-file", metavar="FILE", help="append the (scrubbed) question and answer here")
     ask.add_argument("--config", metavar="FILE", help="settings file (TOML or JSON); flags override it")
     ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
@@ -92,6 +97,8 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         "answer.evidence_k": args.evidence_k,
         "answer.log_file": args.log_file,
         "answer.support_checker": args.support_checker,
+        "answer.rerank": True if args.reranker else None,
+        "retrieval.reranker": args.reranker,
     }
     return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
 

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
     search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    search.add_argument(
+        "--rerank", action="store_true", help="rerank the best 20 with a trained cross-encoder (--reranker DIR)"
+    )
+    search.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
     add_filter_arguments(search)
     search.add_argument("--json", action="store_true", help="print results as one JSON object")
     search.set_defaults(handler=_search)
@@ -55,17 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _search(args: argparse.Namespace) -> int:
     from rag.ask_cli import filters_from_arguments
+    from rag.config import RetrievalSettings
     from rag.retrieve import Searcher
 
     filters = filters_from_arguments(args)
-    hits = Searcher.load(args.index).search(args.query, k=args.k, mode=args.mode, filters=filters)
+    settings = RetrievalSettings(reranker=args.reranker or "default")
+    searcher = Searcher.load(args.index, settings=settings)
+    rerank = bool(args.rerank or args.reranker)
+    hits = searcher.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=rerank)
     if args.json:
-        print(json.dumps({"query": args.query, "mode": args.mode, "hits": [h.to_json() for h in hits]}, indent=2))
+        shown = {"query": args.query, "mode": args.mode, "reranked": rerank, "hits": [h.to_json() for h in hits]}
+        print(json.dumps(shown, indent=2))
         return EXIT_OK
     for rank, hit in enumerate(hits, start=1):
         meta = hit.meta
         pages = f", p. {hit.chunk.page_start}" if hit.chunk.page_start else ""
         print(f"{rank}. {hit.chunk.breadcrumb or meta.title} [{meta.source or meta.doc_type}, {meta.year}{pages}]")
+        if hit.also_in:
+            print(f"   also in: {', '.join(searcher.metas[d].title for d in hit.also_in if d in searcher.metas)}")
         snippet = " ".join(hit.chunk.text.split())
         print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     if not hits:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -200,7 +200,7 @@ def _with_text(evidence: Evidence, text: str) -> Evidence:
         chunk.n_tokens,
         chunk.content_hash,
     )
-    return Evidence(cut, evidence.meta, evidence.score, evidence.retrievers)
+    return replace(evidence, chunk=cut)
 
 
 def mcq_question(question: str, options: Mapping[str, str]) -> str:

@@ -108,6 +108,13 @@ class RetrievalSettings(_Strict):
     mmr: bool = False
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     query_cache_size: int = Field(1024, ge=0)
+    # Re-order the best `rerank_depth` fused passages with a cross-encoder that reads question and passage
+    # together. Off for `search` (a search stays a few ms), on inside `ask` (answer.rerank).
+    rerank: bool = False
+    rerank_depth: int = Field(20, ge=1, le=200)
+    # "default": the packaged reranker (rag/data/rerankers/; none ships yet), or the folder of one written by
+    # `clinrag train reranker`.
+    reranker: str = "default"
 
 
 class GeneratorSettings(_Strict):
@@ -177,6 +184,10 @@ class AnswerSettings(_Strict):
     # supported when its probability of support reaches this and no cited passage contradicts it.
     support_threshold: float | None = Field(None, ge=0.0, le=1.0)
     remove_unsupported: bool = True  # drop suggestions no cited passage supports (they are reported either way)
+    # Rerank the evidence before the generator (and the extractive answerer) sees it; the extractive answerer
+    # then also picks its sentences with the reranker. Off: no trained reranker has beaten the fused order yet
+    # (benchmarks/RESULTS.md, issue 15); turn it on with a model from `clinrag train reranker`.
+    rerank: bool = False
     expand_query_with_patient: bool = True  # add the patient's conditions to the retrieval query
     fallback_to_extractive: bool = True  # when the model's reply cannot be parsed or nothing in it is supported
     # Prompts and answers are written nowhere unless a log file is named; even then patient text is scrubbed.

@@ -1,4 +1,4 @@
-"""The answer engine: question (+ patient) -> evidence -> prompt -> generator -> checked, cited suggestions.
+"""The answer engine: question (+ patient) -> reranked evidence -> prompt -> generator -> checked, cited suggestions.
 
     engine = Engine.load("indexes/demo")
     answer = engine.ask("first-line treatment of uncomplicated cystitis", patient=load_patient("p.json"))
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rag.answer import Answer, Flag, Reference, Suggestion
+from rag.answer import Answer, Flag, OtherSource, Reference, Suggestion
 from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.config import GeneratorSettings, Settings
 from rag.embed import Embedder
@@ -31,9 +31,10 @@ from rag.generators.base import GenerationError, Generator
 from rag.patient import Patient, flag_drugs
 from rag.privacy import scrub
 from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
-from rag.retrieve import DenseRetriever, Searcher, clean_query
+from rag.rerank import PairScorer
+from rag.retrieve import DenseRetriever, Reranker, Searcher, clean_query
 from rag.store import load_bundle, read_manifest
-from rag.types import Evidence
+from rag.types import DocumentMeta, Evidence
 from rag.verdict import SupportJudge, Verdict
 from rag.verifier import load_support_checker
 
@@ -80,9 +81,11 @@ class Engine:
         *,
         embedder: Embedder | None = None,
         checker: SupportJudge | None = None,
+        reranker: Reranker | None = None,
     ) -> Engine:
+        """`reranker` is used when settings.answer.rerank is on; None loads settings.retrieval.reranker then."""
         settings = settings or Settings()
-        searcher = Searcher.load(index_dir, embedder, settings.retrieval)
+        searcher = Searcher.load(index_dir, embedder, settings.retrieval, reranker)
         query_embedder = searcher.retrievers["dense"].embedder  # type: ignore[attr-defined]
         if generator is None or isinstance(generator, GeneratorSettings):
             generator = _make_generator(generator or settings.generator)
@@ -108,7 +111,9 @@ class Engine:
         directory = current.bundle.path
         if read_manifest(directory).get("generation") == current.bundle.manifest.get("generation"):
             return False
-        self.searcher = Searcher(load_bundle(directory), self.searcher_embedder, current.settings, current.reranker)
+        self.searcher = Searcher(
+            load_bundle(directory), self.searcher_embedder, current.settings, current.loaded_reranker
+        )
         return True
 
     @property
@@ -131,7 +136,8 @@ class Engine:
         query = text
         if patient is not None and answer_settings.expand_query_with_patient:
             query = " ".join([text, *patient.query_terms()])
-        evidence = self.searcher.search(query, k=answer_settings.evidence_k, filters=filters)
+        searcher = self.searcher
+        evidence = searcher.search(query, k=answer_settings.evidence_k, filters=filters, rerank=answer_settings.rerank)
         timings["retrieve"] = time.perf_counter() - started
 
         weak = _weak_retrieval(evidence, answer_settings.min_evidence_score)
@@ -143,12 +149,13 @@ class Engine:
         timings["prompt"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        reply, fallback, new_tokens = self._generate(text, prompt)
+        scorer = _pair_scorer(searcher) if answer_settings.rerank else None
+        reply, fallback, new_tokens = self._generate(text, prompt, scorer)
         parsed = parse_reply(reply)
         unusable = not parsed.usable and not parsed.abstained and self.generator is not None
         if unusable and answer_settings.fallback_to_extractive:
             fallback = "the model's reply had no cited suggestion the engine could parse"
-            parsed = parse_reply(self.extractive.answer(text, prompt.evidence))
+            parsed = parse_reply(self.extractive.answer(text, prompt.evidence, scorer))
         timings["generate"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -160,7 +167,7 @@ class Engine:
             # second answer (extractive sentences embedded, then checked), not part of checking the first.
             mark = time.perf_counter()
             fallback = "no suggestion in the model's reply was supported by the evidence it cites"
-            extractive = parse_reply(self.extractive.answer(text, prompt.evidence))
+            extractive = parse_reply(self.extractive.answer(text, prompt.evidence, scorer))
             second = self._check(text, prompt, extractive, reply, fallback, patient, timings)
             answer = replace(second, removed_suggestions=answer.removed_suggestions + second.removed_suggestions)
             timings["fallback"] = time.perf_counter() - mark
@@ -209,10 +216,12 @@ class Engine:
             return self.generator.count_tokens(text)
         return max(1, len(text) // 4)
 
-    def _generate(self, question: str, prompt: RenderedPrompt) -> tuple[str, str | None, int]:
+    def _generate(
+        self, question: str, prompt: RenderedPrompt, scorer: PairScorer | None
+    ) -> tuple[str, str | None, int]:
         """The reply, why the extractive answer stood in (if it did), and the tokens the model generated."""
         if self.generator is None:
-            return self.extractive.answer(question, prompt.evidence), None, 0
+            return self.extractive.answer(question, prompt.evidence, scorer), None, 0
         gen = self.settings.generator
         try:
             generation = self.generator.generate(
@@ -221,7 +230,7 @@ class Engine:
         except (GenerationError, RuntimeError) as exc:  # RuntimeError: torch failures inside a local model
             if not self.settings.answer.fallback_to_extractive:
                 raise
-            return self.extractive.answer(question, prompt.evidence), f"the generator failed: {exc}", 0
+            return self.extractive.answer(question, prompt.evidence, scorer), f"the generator failed: {exc}", 0
         return generation.text, None, generation.new_tokens
 
     def _check(
@@ -335,8 +344,9 @@ class Engine:
         abstained: str | None,
     ) -> Answer:
         cited = {k for s in kept for k in s.citations}
+        metas = self.searcher.metas
         references = tuple(
-            _reference(item, item.key in cited, [s.text for s in kept if item.key in s.citations])
+            _reference(item, item.key in cited, [s.text for s in kept if item.key in s.citations], metas)
             for item in sorted(prompt.evidence, key=lambda i: int(i.key[1:]))
         )
         return Answer(
@@ -366,7 +376,7 @@ class Engine:
         return Answer(
             question=question,
             suggestions=(),
-            references=tuple(_reference(i, False, []) for i in items),
+            references=tuple(_reference(i, False, [], self.searcher.metas) for i in items),
             abstained=True,
             abstention_reason=reason,
             dropped_citations=(),
@@ -395,6 +405,12 @@ def evidence_items(evidence: Sequence[Evidence]) -> list[EvidenceItem]:
     return [evidence_item(f"E{i}", e) for i, e in enumerate(evidence, 1)]
 
 
+def _pair_scorer(searcher: Searcher) -> PairScorer | None:
+    """The searcher's reranker when it can also score sentences (the trained one and the lexical fake can)."""
+    reranker = searcher.reranker
+    return reranker if isinstance(reranker, PairScorer) else None
+
+
 def _weak_retrieval(evidence: Sequence[Evidence], min_score: float) -> str | None:
     if not evidence:
         return "no passage in the index matches the question"
@@ -414,10 +430,15 @@ def _doses_missing(suggestion: str, evidence: str) -> list[str]:
     return missing
 
 
-def _reference(item: EvidenceItem, cited: bool, citing: list[str]) -> Reference:
+def _reference(item: EvidenceItem, cited: bool, citing: list[str], metas: Mapping[str, DocumentMeta]) -> Reference:
     evidence = item.evidence
     assert evidence is not None  # rendered items always carry their evidence
     chunk, meta = evidence.chunk, evidence.meta
+    also_in = tuple(
+        OtherSource(doc_id, other.title, other.source, other.url)
+        for doc_id in evidence.also_in
+        if (other := metas.get(doc_id)) is not None
+    )
     return Reference(
         key=item.key,
         chunk_id=chunk.chunk_id,
@@ -433,6 +454,7 @@ def _reference(item: EvidenceItem, cited: bool, citing: list[str]) -> Reference:
         quote=_best_quote(chunk.text, citing),
         retrieval_score=evidence.score,
         cited=cited,
+        also_in=also_in,
     )
 
 

@@ -1,8 +1,10 @@
 """An answer built from the evidence's own sentences: no language model, nothing invented.
 
 Used when the configured generator is `extractive`, and as the fallback when a model's reply cannot be parsed
-or the model fails. Each suggestion is one evidence sentence, chosen by its similarity to the question (the
-embedder when there is one, word overlap otherwise) with a preference for sentences that say what to do.
+or the model fails. Each suggestion is one evidence sentence with a preference for sentences that say what to do.
+With a trained scorer (the reranker) a sentence is chosen by how well it, read with its heading, answers the
+question, plus how well its passage does, so answers come from the best passages first; without one, by its
+similarity to the question (the embedder when there is one, word overlap otherwise).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from rag.embed import Embedder
 from rag.prompts import EvidenceItem
+from rag.rerank import PairScorer
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -34,30 +37,51 @@ MIN_CHARS, MAX_CHARS = 30, 400
 
 
 class ExtractiveAnswerer:
-    def __init__(self, embedder: Embedder | None = None, max_suggestions: int = 3, per_passage: int = 3) -> None:
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        max_suggestions: int = 3,
+        per_passage: int = 3,
+        scorer: PairScorer | None = None,
+    ) -> None:
         self.embedder = embedder
         self.max_suggestions = max_suggestions
         self.per_passage = per_passage
+        self.scorer = scorer
 
     @property
     def name(self) -> str:
         return "extractive"
 
-    def answer(self, question: str, evidence: Sequence[EvidenceItem]) -> str:
-        """A reply in the prompt's format ("SUGGESTIONS:" + cited lines, or "INSUFFICIENT EVIDENCE")."""
+    def answer(self, question: str, evidence: Sequence[EvidenceItem], scorer: PairScorer | None = None) -> str:
+        """A reply in the prompt's format ("SUGGESTIONS:" + cited lines, or "INSUFFICIENT EVIDENCE").
+
+        `scorer` (else the answerer's own) picks sentences with a trained model instead of the embedder.
+        """
+        scorer = scorer or self.scorer
+        ranked = _by_key(evidence)
         candidates = [
             (item.key, rank, heading, sentence)
-            for rank, item in enumerate(_by_key(evidence))
+            for rank, item in enumerate(ranked)
             for heading, sentence in evidence_units(item.text, _section(item))
         ]
         if not candidates:
             return "INSUFFICIENT EVIDENCE"
         # A list item means little without its heading ("First-line treatment"), so both are scored together.
-        relevance = self._relevance(question, [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates])
-        scores = [
-            rel + _kind_bonus(heading, sentence) - 0.02 * rank
-            for rel, (_, rank, heading, sentence) in zip(relevance, candidates, strict=True)
-        ]
+        units = [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates]
+        if scorer is not None:
+            relevance = scorer.score([(question, unit) for unit in units])
+            passage = _passage_scores(question, ranked, scorer)
+            scores = [
+                rel + passage[rank] + _kind_bonus(heading, sentence)
+                for rel, (_, rank, heading, sentence) in zip(relevance, candidates, strict=True)
+            ]
+        else:
+            relevance = self._relevance(question, units)
+            scores = [
+                rel + _kind_bonus(heading, sentence) - 0.02 * rank
+                for rel, (_, rank, heading, sentence) in zip(relevance, candidates, strict=True)
+            ]
         chosen: list[tuple[str, str]] = []
         used: dict[str, int] = {}
         for index in np.argsort(-np.asarray(scores), kind="stable"):
@@ -77,6 +101,16 @@ class ExtractiveAnswerer:
             return [float(v) for v in vectors[1:] @ vectors[0]]
         words = set(_WORD.findall(question.lower()))
         return [len(words & set(_WORD.findall(s.lower()))) / (len(words) or 1) for s in sentences]
+
+
+def _passage_scores(question: str, ranked: Sequence[EvidenceItem], scorer: PairScorer) -> list[float]:
+    """How well each passage answers the question: the reranker's score when it reranked them, else the scorer's."""
+    reranked = [item.evidence.retrievers.get("rerank") if item.evidence is not None else None for item in ranked]
+    if all(hit is not None for hit in reranked):
+        return [hit.score for hit in reranked if hit is not None]
+    return scorer.score(
+        [(question, item.evidence.chunk.indexed_text if item.evidence else item.text) for item in ranked]
+    )
 
 
 def _kind_bonus(heading: str, sentence: str) -> float:

@@ -52,7 +52,7 @@ class Retriever(Protocol):
 
 
 class Reranker(Protocol):
-    """Re-orders fused evidence (a trained cross-encoder can plug in here)."""
+    """Re-orders fused evidence, best first (rag.rerank: the trained cross-encoder and a lexical fake)."""
 
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]: ...
 
@@ -159,7 +159,10 @@ class Searcher:
         self.settings = settings or RetrievalSettings()
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
-        self.reranker: Reranker = reranker or NoopReranker()
+        self.absorbed = absorbed_documents(bundle)
+        # Loaded on the first reranked search (settings.reranker), so a plain search never loads a model.
+        self._reranker: Reranker | None = reranker
+        self._reranker_lock = threading.Lock()
         self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
         self.retrievers: dict[str, Retriever] = {
@@ -185,8 +188,13 @@ class Searcher:
         k: int | None = None,
         filters: Filters | None = None,
         mode: Mode | None = None,
+        rerank: bool | None = None,
     ) -> list[Evidence]:
-        """The k best chunks for `query`; fewer when fewer pass the filters or match at all."""
+        """The k best chunks for `query`; fewer when fewer pass the filters or match at all.
+
+        With `rerank` (default: settings.rerank) the best `rerank_depth` fused chunks are re-ordered by the
+        reranker (their score becomes its score); any results below them keep the fused order.
+        """
         text = clean_query(query)
         k = self.settings.k if k is None else k
         if k <= 0:
@@ -203,8 +211,27 @@ class Searcher:
             fused = collapse(fused, lambda row: self.chunks[row].doc_id)
         if self.settings.mmr and len(fused) > 1:
             fused = self._diversify(fused, k)
-        evidence = [self._evidence(item) for item in fused[:k]]
-        return self.reranker.rerank(text, evidence)
+        if not (self.settings.rerank if rerank is None else rerank):
+            return [self._evidence(item) for item in fused[:k]]
+        # Only the head is re-read by the model; below it the fused order stands (and so do fused scores).
+        depth = self.settings.rerank_depth
+        head = self.reranker.rerank(text, [self._evidence(item) for item in fused[:depth]])
+        return (head + [self._evidence(item) for item in fused[depth:k]])[:k]
+
+    @property
+    def loaded_reranker(self) -> Reranker | None:
+        """The reranker if one was given or has been loaded (a reloaded searcher keeps it)."""
+        return self._reranker
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker given at construction, else the one settings.reranker names (loaded once, here)."""
+        with self._reranker_lock:
+            if self._reranker is None:
+                from rag.rerank import load_reranker
+
+                self._reranker = load_reranker(self.settings.reranker)
+            return self._reranker
 
     def clear_caches(self) -> None:
         """Forget cached query vectors and filter masks (benchmarks time each mode from cold)."""
@@ -244,7 +271,23 @@ class Searcher:
     def _evidence(self, item: Fused[int]) -> Evidence:
         chunk = self.chunks[item.key]
         hits = {name: RetrieverHit(rank, item.scores[name]) for name, rank in item.ranks.items()}
-        return Evidence(chunk, self.metas[chunk.doc_id], item.score, hits)
+        return Evidence(chunk, self.metas[chunk.doc_id], item.score, hits, self.absorbed.get(chunk.chunk_id, ()))
+
+
+def absorbed_documents(bundle: BundleContents) -> dict[str, tuple[str, ...]]:
+    """Searchable chunk id -> the other documents it stands for: those whose every chunk was collapsed as a duplicate.
+
+    A document that lost only some chunks (a boilerplate paragraph shared by hundreds of pages) is not absorbed:
+    its own chunks are still searchable, and a shared paragraph does not make two documents the same.
+    """
+    owner = {c.chunk.chunk_id: c.chunk.doc_id for c in bundle.chunks}
+    partly_kept = {c.chunk.doc_id for c in bundle.chunks if c.duplicate_of is None}
+    absorbed: dict[str, dict[str, None]] = {}
+    for stored in bundle.chunks:
+        survivor, doc = stored.duplicate_of, stored.chunk.doc_id
+        if survivor is not None and doc not in partly_kept and doc != owner.get(survivor):
+            absorbed.setdefault(survivor, {})[doc] = None
+    return {chunk_id: tuple(docs) for chunk_id, docs in absorbed.items()}
 
 
 def clean_query(query: str) -> str:

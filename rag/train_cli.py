@@ -10,11 +10,14 @@ from typing import Any
 
 from rag.config import DEFAULT_EMBEDDER
 from rag.finetune_cli import default_data_root
+from rag.train_reranker_cli import register_reranker
 
 
 def register(commands: Any) -> None:
     group = commands.add_parser(
-        "train", help="train the project's own models (support checker)", description="Train the project's models."
+        "train",
+        help="train the project's own models (support checker, reranker)",
+        description="Train the project's models.",
     )
     sub = group.add_subparsers(dest="train_command", metavar="MODEL", required=True)
     verifier = sub.add_parser(
@@ -58,6 +61,7 @@ def register(commands: Any) -> None:
     verifier.add_argument("--quiet", action="store_true", help="no progress bars")
     verifier.add_argument("--json", action="store_true", help="print the training card as JSON")
     verifier.set_defaults(handler=run_train_verifier)
+    register_reranker(sub)
 
 
 def run_train_verifier(args: argparse.Namespace) -> int:
@@ -82,15 +86,7 @@ def run_train_verifier(args: argparse.Namespace) -> int:
     )
     if args.limit:
         data = type(data)(data.train[: args.limit], data.validation, data.files, data.negated)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        time_limit_s=args.time_limit * 60 if args.time_limit else None,
-        bf16=not args.fp32,
-    )
+    config = TrainConfig.from_arguments(args)
     model_config = CrossEncoderConfig(
         labels=LABELS, base_model=args.base, lora_rank=args.rank, lora_alpha=2 * args.rank
     )

@@ -221,8 +221,11 @@ class Evidence:
 
     chunk: Chunk
     meta: DocumentMeta
-    score: float  # the fused score that ordered the results
+    score: float  # the score that ordered the results (fused, or the reranker's when reranked)
     retrievers: Mapping[str, RetrieverHit] = field(default_factory=dict)
+    # Documents whose identical or near-identical passage the index collapsed into this chunk: the chunk stands
+    # for each of them at its rank (evaluation credits them, references list them as further sources).
+    also_in: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -238,5 +241,6 @@ class Evidence:
             "char_span": [self.chunk.char_start, self.chunk.char_end],
             "score": round(self.score, 6),
             "retrievers": {name: {"rank": h.rank, "score": round(h.score, 6)} for name, h in self.retrievers.items()},
+            "also_in": list(self.also_in),
             "text": self.chunk.text,
         }

@@ -175,7 +175,7 @@ def load_support_checker(settings: AnswerSettings, embedder: Embedder | None = N
         if not settings.support_fallback:
             raise ConfigError(
                 f"support checker {settings.support_checker!r} cannot be loaded: {exc}. Set answer.support_fallback "
-                "= true to use the calibrated checker instead, or answer.support_checker = \"calibrated\""
+                '= true to use the calibrated checker instead, or answer.support_checker = "calibrated"'
             ) from exc
         warnings.warn(f"support checker unavailable ({exc}); using the calibrated checker", stacklevel=2)
         return _calibrated(embedder)

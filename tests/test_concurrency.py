@@ -26,6 +26,7 @@ from rag.engine import Engine
 from rag.generators.base import ChatMessage
 from rag.generators.fake import ScriptedGenerator
 from rag.patient import Patient
+from rag.rerank import LexicalReranker
 from rag.retrieve import Searcher
 from rag.store import load_bundle
 from rag.support import LexicalSupportChecker
@@ -59,7 +60,14 @@ def reply(messages: Sequence[ChatMessage]) -> str:
 
 def _engine(index: Path, **overrides: object) -> Engine:
     settings = with_overrides(Settings(), {"answer.min_evidence_score": 0.05, "answer.evidence_k": 4, **overrides})
-    return Engine.load(index, ScriptedGenerator(reply), settings, embedder=embedder(), checker=LexicalSupportChecker())
+    return Engine.load(
+        index,
+        ScriptedGenerator(reply),
+        settings,
+        embedder=embedder(),
+        checker=LexicalSupportChecker(),
+        reranker=LexicalReranker(),
+    )
 
 
 def _comparable(answer: Any) -> str:

@@ -11,7 +11,14 @@ import pytest
 
 from rag.claims import LABELS
 from rag.crossenc.model import CONFIG_NAME, WEIGHTS_NAME, CrossEncoder, CrossEncoderConfig, read_artefact
-from rag.crossenc.train import LabelledPair, TrainConfig, class_weights, length_batches, train_cross_encoder
+from rag.crossenc.train import (
+    LabelledPair,
+    TrainConfig,
+    _steps_within,
+    class_weights,
+    length_batches,
+    train_cross_encoder,
+)
 from rag.errors import ConfigError
 from rag.verifier import NLIVerifier
 
@@ -48,6 +55,30 @@ def test_time_limit_stops_training_and_keeps_the_model(tiny_base: Path) -> None:
                                  progress=False)  # fmt: skip
     assert result.stopped_early is not None and result.steps == 0
     assert model.predict([("a", "b")]).shape == (1, 3)
+
+
+def test_cls_pooling_learns_and_round_trips(tiny_base: Path, tmp_path: Path) -> None:
+    config = CrossEncoderConfig(labels=LABELS, base_model=str(tiny_base), max_length=64, lora_rank=4, pooling="cls")
+    model = CrossEncoder.new(config)
+    examples = toy_pairs(96)
+    train = TrainConfig(epochs=8, batch_size=8, lr=5e-3, label_smoothing=0.0, warmup_share=0.05, seed=1)
+    result = train_cross_encoder(model, examples, train, progress=False)
+    assert result.losses[-1] < 0.6 * result.losses[0]
+    pairs = [(e.first, e.second) for e in examples[:12]]
+    loaded = CrossEncoder.load(model.save(tmp_path / "cls"))
+    assert loaded.config.pooling == "cls"
+    assert np.allclose(loaded.predict(pairs), model.predict(pairs), atol=2e-2)  # fp16 weights on disk
+    meta = json.loads((tmp_path / "cls" / CONFIG_NAME).read_text())
+    (tmp_path / "cls" / CONFIG_NAME).write_text(json.dumps({**meta, "pooling": "max"}))
+    with pytest.raises(ConfigError, match="unknown pooling"):
+        read_artefact(tmp_path / "cls")
+
+
+def test_schedule_is_fitted_to_the_time_limit() -> None:
+    # 40 steps took 80 s: a 1,000 s limit fits 475 of 1,442 steps (5% spare); a generous limit changes nothing.
+    assert _steps_within(1000.0, 80.0, 40, 1442) == 475
+    assert _steps_within(10_000.0, 80.0, 40, 1442) == 1442
+    assert _steps_within(1.0, 80.0, 40, 1442) == 41  # never fewer than the steps already taken
 
 
 def test_class_weights_and_length_batches() -> None:

@@ -16,6 +16,7 @@ from rag.engine import Engine
 from rag.generators.base import ChatMessage, GenerationError
 from rag.generators.fake import ScriptedGenerator
 from rag.patient import Patient
+from rag.rerank import LexicalReranker
 from rag.support import LexicalSupportChecker
 
 DOCS = {
@@ -61,7 +62,14 @@ def key_of(messages: Sequence[ChatMessage], phrase: str) -> str:
 
 def engine_with(index: Path, reply: Callable[[Sequence[ChatMessage]], str], **overrides: object) -> Engine:
     settings = with_overrides(Settings(), {"answer.min_evidence_score": -1.0, **overrides})
-    return Engine.load(index, ScriptedGenerator(reply), settings, embedder=EMBEDDER, checker=LexicalSupportChecker())
+    return Engine.load(
+        index,
+        ScriptedGenerator(reply),
+        settings,
+        embedder=EMBEDDER,
+        checker=LexicalSupportChecker(),
+        reranker=LexicalReranker(),
+    )
 
 
 def test_supported_cited_suggestion(index: Path) -> None:
@@ -137,7 +145,9 @@ def test_generator_abstention_and_weak_retrieval(index: Path) -> None:
     assert answer.abstained and "insufficient" in (answer.abstention_reason or "")
     generator = ScriptedGenerator(lambda m: "1. anything [E1]")
     strict = with_overrides(Settings(), {"answer.min_evidence_score": 0.99})
-    weak = Engine.load(index, generator, strict, embedder=EMBEDDER, checker=LexicalSupportChecker())
+    weak = Engine.load(
+        index, generator, strict, embedder=EMBEDDER, checker=LexicalSupportChecker(), reranker=LexicalReranker()
+    )
     answer = weak.ask("quantum chromodynamics of gluons")
     assert answer.abstained and "weakly related" in (answer.abstention_reason or "")
     assert answer.references and not generator.calls  # the evidence is still shown; no model call was made
@@ -174,7 +184,9 @@ def test_generator_failure_falls_back(index: Path) -> None:
 
 def test_extractive_generator_needs_no_model(index: Path) -> None:
     settings = with_overrides(Settings(), {"generator.kind": "extractive", "answer.min_evidence_score": -1.0})
-    engine = Engine.load(index, settings=settings, embedder=EMBEDDER, checker=LexicalSupportChecker())
+    engine = Engine.load(
+        index, settings=settings, embedder=EMBEDDER, checker=LexicalSupportChecker(), reranker=LexicalReranker()
+    )
     answer = engine.ask("How is acute cystitis treated with nitrofurantoin?")
     assert answer.generator == "extractive" and answer.suggestions
     assert all(s.supported and s.citations for s in answer.suggestions)

@@ -15,6 +15,7 @@ from rag.errors import ConfigError
 from rag.evaluation.qa.scoring import kqa_counts
 from rag.generators.base import ChatMessage
 from rag.generators.fake import ScriptedGenerator
+from rag.rerank import LexicalReranker
 from rag.support import LexicalSupportChecker, SupportChecker
 from rag.verdict import ScriptedJudge
 from rag.verifier import load_support_checker
@@ -30,7 +31,9 @@ def engine_with(index: Path, reply: str, judge: ScriptedJudge, **overrides: obje
     def scripted(m: Sequence[ChatMessage]) -> str:
         return reply.format(nitro=key_of(m, "nitro"), fosfo=key_of(m, "fosfomycin"))
 
-    return Engine.load(index, ScriptedGenerator(scripted), settings, embedder=EMBEDDER, checker=judge)
+    return Engine.load(
+        index, ScriptedGenerator(scripted), settings, embedder=EMBEDDER, checker=judge, reranker=LexicalReranker()
+    )
 
 
 REPLY = (

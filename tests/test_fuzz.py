@@ -34,6 +34,7 @@ from rag.fusion import collapse, convex_combination, maximal_marginal_relevance,
 from rag.patient import Patient, load_patient
 from rag.privacy import scrub
 from rag.prompts import escape_document_text, load_template, render
+from rag.rerank import LexicalReranker
 from rag.retrieve import MAX_QUERY_CHARS, clean_query
 from rag.support import LexicalSupportChecker
 from rag.tokenize import ENGLISH_STOPWORDS, ClinicalTokenizer, TokenizerConfig
@@ -480,7 +481,14 @@ def test_hostile_documents_cannot_create_citations_end_to_end(tmp_path: Path) ->
     overrides = {"answer.min_evidence_score": -1.0, "answer.evidence_k": 7, "generator.max_new_tokens": 3000}
     settings = with_overrides(Settings(), overrides)
     generator = ScriptedGenerator(copycat, context_window=8192)
-    engine = Engine.load(tmp_path / "index", generator, settings, embedder=embedder(), checker=LexicalSupportChecker())
+    engine = Engine.load(
+        tmp_path / "index",
+        generator,
+        settings,
+        embedder=embedder(),
+        checker=LexicalSupportChecker(),
+        reranker=LexicalReranker(),
+    )
     answer = engine.ask("How is cystitis treated?")
     shown = {r.key for r in answer.references}
     assert len(shown) >= 5

@@ -36,6 +36,9 @@ class CrossEncoderConfig:
     labels: tuple[str, ...]
     base_model: str = DEFAULT_EMBEDDER
     max_length: int = 256
+    # "mean" over all tokens (the support checker), or "cls": the first token's state, which in a long
+    # question + passage pair is not diluted by the passage's many tokens (the reranker).
+    pooling: str = "mean"
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
@@ -163,6 +166,8 @@ class CrossEncoder:
         output = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               token_type_ids=batch.get("token_type_ids"))  # fmt: skip
         hidden = output.last_hidden_state
+        if self.config.pooling == "cls":
+            return self.head(hidden[:, 0])
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return self.head(pooled)
@@ -218,12 +223,15 @@ def read_artefact(folder: str | Path) -> tuple[CrossEncoderConfig, Path]:
             labels=tuple(str(x) for x in data["labels"]),
             base_model=str(data["base_model"]),
             max_length=int(data["max_length"]),
+            pooling=str(data.get("pooling", "mean")),
             lora_rank=int(data["lora_rank"]),
             lora_alpha=int(data["lora_alpha"]),
             lora_dropout=float(data.get("lora_dropout", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{config_path}: malformed cross-encoder config ({exc!r}); {fix}") from exc
+    if config.pooling not in ("mean", "cls"):
+        raise ConfigError(f"{config_path}: unknown pooling {config.pooling!r} (mean or cls); {fix}")
     if not weights.is_file():
         raise ConfigError(f"{weights}: the cross-encoder weights are missing; {fix}")
     if file_sha256(weights) != data.get("weights_sha256"):

@@ -43,6 +43,19 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_arguments(cls, args: Any) -> TrainConfig:
+        """From the `clinrag train` flags (--epochs --batch-size --lr --seed --max-steps --time-limit --fp32)."""
+        return cls(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            time_limit_s=args.time_limit * 60 if args.time_limit else None,
+            bf16=not args.fp32,
+        )
+
 
 @dataclass
 class TrainResult:
@@ -50,6 +63,14 @@ class TrainResult:
     seconds: float
     losses: list[float] = field(default_factory=list)  # mean loss per 25 steps
     stopped_early: str | None = None
+
+
+FIT_CHECK_STEP = 40  # steps timed before the schedule is fitted to the time limit
+
+
+def _steps_within(limit_s: float, elapsed_s: float, steps: int, total: int) -> int:
+    """Steps that fit in `limit_s` at the pace so far (5% spare), never more than `total`."""
+    return max(steps + 1, min(total, int(0.95 * limit_s * steps / max(elapsed_s, 1e-9))))
 
 
 def class_weights(labels: Sequence[int], n_labels: int) -> list[float]:
@@ -134,6 +155,14 @@ def train_cross_encoder(
                 window = []
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1] if window else result.losses[-1]:.3f}")
+            if result.steps == FIT_CHECK_STEP and config.time_limit_s is not None:
+                fitted = _steps_within(config.time_limit_s, time.perf_counter() - started, result.steps, total)
+                if fitted < total:
+                    # The learning rate should reach zero when training ends: shorten the schedule to the steps
+                    # the time limit allows rather than be cut off halfway through it.
+                    result.stopped_early = f"schedule shortened from {total} to {fitted} steps to fit the time limit"
+                    total = fitted  # the scheduler's lambda reads `total` at each step
+                    bar.total = total
             if on_step is not None:
                 on_step(result.steps, result.losses[-1] if not window else window[-1])
     bar.close()

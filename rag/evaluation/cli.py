@@ -12,7 +12,7 @@ from rag.config import RetrievalSettings, Settings, default_cache_dir, load_sett
 from rag.evaluation.retrieval import (
     ModeScores,
     RetrievalTask,
-    SearchFn,
+    doc_search,
     evaluate,
     load_qrels,
     load_queries,
@@ -45,48 +45,68 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrieval.add_argument("--split", default="dev", help="qrels split inside a BEIR directory (default dev)")
     retrieval.add_argument("--index", type=Path, metavar="DIR", help="an index of the corpus (built if not given)")
     retrieval.add_argument("--mode", choices=[*MODES, "all"], default="all")
+    retrieval.add_argument(
+        "--rerank",
+        action="store_true",
+        help="also score hybrid search with the top 20 reranked (mode hybrid+rerank) by --reranker",
+    )
+    retrieval.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
+    retrieval.add_argument(
+        "--no-duplicate-credit",
+        action="store_true",
+        help="score a collapsed duplicate's document as a miss (the figure before duplicates were credited)",
+    )
     retrieval.add_argument("--limit", type=int, metavar="N", help="only the first N judged queries")
     retrieval.add_argument("--config", type=Path, metavar="FILE", help="settings file (.toml or .json)")
     retrieval.add_argument("--json", action="store_true", help="print one JSON object")
     retrieval.set_defaults(handler=run_retrieval_eval)
 
+    from rag.evaluation.answers_cli import register as register_answers
     from rag.evaluation.qa.cli import register as register_qa
     from rag.evaluation.support_cli import register as register_support
 
     register_qa(sub)
     register_support(sub)
+    register_answers(sub)
 
 
 def run_retrieval_eval(args: argparse.Namespace) -> int:
-    from indexer import build_index  # the CLI composes both packages
-
     settings = load_settings(args.config) if args.config else Settings()
     corpus, queries_path, qrels_path = resolve_beir(args.corpus, args.queries, args.qrels, args.split)
     task = RetrievalTask(load_queries(queries_path), load_qrels(qrels_path)).limited(args.limit)
-    index_dir = args.index or _cached_index_dir(corpus, settings)
-    if args.index is None:
-        report = build_index(corpus, index_dir, settings.index, progress=None)
-        if report.failures:
-            for failure in report.failures:
-                print(f"warning: {failure.path}: {failure.reason}", file=sys.stderr)
+    index_dir = index_for(corpus, args.index, settings)
     retrieval = RetrievalSettings.model_validate(
-        {**settings.retrieval.model_dump(), "collapse_documents": True, "depth": max(settings.retrieval.depth, 300)}
+        {
+            **settings.retrieval.model_dump(),
+            "collapse_documents": True,
+            "depth": max(settings.retrieval.depth, 300),
+            **({"reranker": args.reranker} if args.reranker else {}),
+        }
     )
     searcher = Searcher.load(index_dir, settings=retrieval)
     modes = list(MODES) if args.mode == "all" else [args.mode]
+    if args.rerank:
+        modes.append("hybrid+rerank")
+        searcher.reranker  # noqa: B018 (loaded here, so the first query's latency is not the model's load)
     results: list[ModeScores] = []
     for mode in modes:
         searcher.clear_caches()  # each mode pays for its own query embeddings
-        results.append(evaluate(task, _doc_search(searcher, mode), mode))
+        results.append(evaluate(task, doc_search(searcher, mode, credit_duplicates=not args.no_duplicate_credit), mode))
     _print(results, index_dir, qrels_path, args.json)
     return 0
 
 
-def _doc_search(searcher: Searcher, mode: str) -> SearchFn:
-    def search(query: str, k: int) -> list[str]:
-        return [e.chunk.doc_id for e in searcher.search(query, k=k, mode=mode)]  # type: ignore[arg-type]
+def index_for(corpus: list[Path], index: Path | None, settings: Settings, *, progress: bool | None = None) -> Path:
+    """`index`, or an index of `corpus` built (or brought up to date) in the cache."""
+    from indexer import build_index  # the CLI composes both packages
 
-    return search
+    if index is not None:
+        return index
+    index_dir = _cached_index_dir(corpus, settings)
+    report = build_index(corpus, index_dir, settings.index, progress=progress)
+    for failure in report.failures:
+        print(f"warning: {failure.path}: {failure.reason}", file=sys.stderr)
+    return index_dir
 
 
 def _cached_index_dir(corpus: list[Path], settings: Settings) -> Path:

@@ -1,6 +1,7 @@
 """Retrieval evaluation on BEIR-format data: nDCG@10, Recall@10, Recall@100, MRR@10 per search mode.
 
-Results are chunk-level; a document counts at the rank of its best chunk, as qrels judge documents.
+Results are chunk-level; a document counts at the rank of its best chunk, as qrels judge documents, and a chunk
+that absorbed duplicates of other documents' passages stands for those documents too, at its rank.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rag.errors import ClinragError, ConfigError
-from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_in_order
+from rag.evaluation.metrics import Ranked, mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
+
+if TYPE_CHECKING:
+    from rag.retrieve import Searcher
 
 Qrels = dict[str, dict[str, int]]
-SearchFn = Callable[[str, int], list[str]]  # (query, k documents) -> document ids, best first
+# (query, k) -> document ids best first; an entry may be a group of ids sharing a rank (a chunk and the
+# documents whose duplicate passages it absorbed)
+SearchFn = Callable[[str, int], Ranked]
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,9 @@ class ModeScores:
         }
 
 
-def load_queries(path: Path) -> dict[str, str]:
-    """BEIR queries.jsonl (`_id`, `text`); bad lines are errors that name the line."""
-    queries: dict[str, str] = {}
+def _jsonl_fields(path: Path, what: str, read: Callable[[dict[str, Any]], str]) -> dict[str, str]:
+    """`_id` -> read(row) for every line of a BEIR JSONL file; a bad line is an error that names it."""
+    out: dict[str, str] = {}
     try:
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
@@ -70,14 +76,30 @@ def load_queries(path: Path) -> dict[str, str]:
                     continue
                 try:
                     row = json.loads(line)
-                    queries[str(row["_id"])] = str(row["text"])
+                    out[str(row["_id"])] = read(row)
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise ConfigError(
-                        f"{path}: line {number}: not a BEIR query ({exc}); expected _id and text"
+                        f"{path}: line {number}: not a BEIR {what} ({exc}); expected _id and text"
                     ) from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read queries ({exc.strerror}); check the path") from exc
-    return queries
+        raise ConfigError(f"{path}: cannot read the {what} file ({exc.strerror}); check the path") from exc
+    return out
+
+
+def load_queries(path: Path) -> dict[str, str]:
+    """BEIR queries.jsonl (`_id`, `text`); bad lines are errors that name the line."""
+    return _jsonl_fields(path, "query", lambda row: str(row["text"]))
+
+
+def load_query_types(path: Path) -> dict[str, str]:
+    """Query id -> metadata.qtype of a BEIR queries.jsonl (MedQuAD's "treatment", "symptoms", ...), where given."""
+    types = _jsonl_fields(path, "query", lambda row: str((row.get("metadata") or {}).get("qtype") or ""))
+    return {qid: qtype for qid, qtype in types.items() if qtype}
+
+
+def load_corpus_texts(path: Path) -> dict[str, str]:
+    """Document id -> text of a BEIR corpus.jsonl (the judged passages an answer is compared with)."""
+    return _jsonl_fields(path, "document", lambda row: str(row.get("text", "")))
 
 
 def load_qrels(path: Path) -> Qrels:
@@ -136,7 +158,7 @@ def evaluate(task: RetrievalTask, search: SearchFn, mode: str, depth: int = 100)
         judged = task.qrels[qid]
         started = time.perf_counter()
         try:
-            ranked = unique_in_order(search(text, depth))
+            ranked = unique_groups(search(text, depth))
         except ClinragError:
             ranked, failed = [], failed + 1
         latency.append((time.perf_counter() - started) * 1000)
@@ -158,3 +180,15 @@ def evaluate(task: RetrievalTask, search: SearchFn, mode: str, depth: int = 100)
         failed_queries=failed,
         per_query=per_query,
     )
+
+
+def doc_search(searcher: Searcher, mode: str, *, credit_duplicates: bool = True) -> SearchFn:
+    """Ranked document ids; a chunk stands for its own document and, at the same rank, each one it absorbed."""
+    rerank = mode.endswith("+rerank")
+    base = mode.removesuffix("+rerank")
+
+    def search(query: str, k: int) -> Ranked:
+        evidence = searcher.search(query, k=k, mode=base, rerank=rerank)  # type: ignore[arg-type]
+        return [(e.chunk.doc_id, *(e.also_in if credit_duplicates else ())) for e in evidence]
+
+    return search

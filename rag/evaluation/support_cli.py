@@ -80,4 +80,3 @@ def run_support_eval(args: argparse.Namespace) -> int:
         for report in reports:
             print(format_report(report))
     return 0
-

@@ -1,0 +1,124 @@
+"""Rerankers: re-order retrieved passages by how well each answers the question, read together with it.
+
+    reranker = load_reranker("default")            # the packaged MiniLM cross-encoder (rag/data/rerankers/)
+    evidence = reranker.rerank(question, evidence)  # best first; each Evidence gains a "rerank" hit
+
+The same model scores (question, heading: sentence) pairs for the extractive answerer (`PairScorer`), so the
+sentence an answer quotes is chosen by what it says, not only by the words it shares with the question.
+`LexicalReranker` is the deterministic, model-free stand-in for tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from rag.crossenc.model import CrossEncoder
+from rag.types import Evidence, RetrieverHit
+
+PACKAGED_RERANKER = "minilm-medquad-v1"
+RELEVANCE_LABELS = ("relevant", "not_relevant")
+# A 50 kB passage is cut before tokenizing: the model reads at most max_length tokens of it anyway.
+_MAX_TEXT_CHARS = 8_000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Relevance of the second text to the first (a question), one score per pair, higher is better."""
+
+    name: str
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+class CrossEncoderReranker:
+    """A trained cross-encoder (labels relevant / not_relevant); the score is P(relevant)."""
+
+    def __init__(self, model: CrossEncoder, name: str = "cross-encoder", batch_size: int = 32) -> None:
+        if tuple(model.config.labels) != RELEVANCE_LABELS:
+            raise ValueError(f"a reranker needs labels {RELEVANCE_LABELS}, this model has {model.config.labels}")
+        self.model = model
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CrossEncoderReranker:
+        from rag.errors import ConfigError
+
+        path = Path(folder)
+        model = CrossEncoder.load(path)
+        try:
+            return cls(model, name=f"cross-encoder:{path.name}")
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}; give a folder written by `clinrag train reranker`") from exc
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        cleaned = [(clean_text(a), clean_text(b)) for a, b in pairs]
+        probabilities = self.model.predict(cleaned, batch_size=self.batch_size)
+        return [float(p) for p in probabilities[:, 0]]
+
+    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
+        return rerank_with(self, query, evidence)
+
+
+class LexicalReranker:
+    """Deterministic fake: the share of the question's words that the passage contains."""
+
+    name = "lexical"
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        scores = []
+        for question, text in pairs:
+            words = set(_WORD.findall(question.lower()))
+            scores.append(len(words & set(_WORD.findall(text.lower()))) / (len(words) or 1))
+        return scores
+
+    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
+        return rerank_with(self, query, evidence)
+
+
+def passage_text(evidence: Evidence) -> str:
+    """What a reranker reads of a passage: its heading path, then its text (as it was indexed)."""
+    return evidence.chunk.indexed_text
+
+
+def rerank_with(scorer: PairScorer, query: str, evidence: list[Evidence]) -> list[Evidence]:
+    """Evidence sorted by the scorer (ties keep retrieval order); each gains a "rerank" hit and that score."""
+    if not evidence:
+        return []
+    scores = scorer.score([(query, passage_text(e)) for e in evidence])
+    order = sorted(range(len(evidence)), key=lambda i: -scores[i])
+    out = []
+    for rank, i in enumerate(order, 1):
+        e = evidence[i]
+        hits = {**e.retrievers, "rerank": RetrieverHit(rank, scores[i])}
+        out.append(replace(e, score=scores[i], retrievers=hits))
+    return out
+
+
+def clean_text(text: str) -> str:
+    """Printable text of bounded length: control characters become spaces, very long text is cut."""
+    return _CONTROL.sub(" ", str(text)[:_MAX_TEXT_CHARS])
+
+
+def packaged_reranker_path() -> Path:
+    return Path(str(resources.files("rag") / "data" / "rerankers" / PACKAGED_RERANKER))
+
+
+def load_reranker(value: str) -> CrossEncoderReranker:
+    """The packaged reranker for "default"; otherwise a folder written by `clinrag train reranker`."""
+    if value == "default" and not packaged_reranker_path().is_dir():
+        from rag.errors import ConfigError
+
+        raise ConfigError(
+            "no reranker ships with clinrag yet (the ones trained so far ranked below the fused order, see "
+            "benchmarks/RESULTS.md); train one with `clinrag train reranker --out DIR` and pass it as --reranker DIR "
+            "(retrieval.reranker)"
+        )
+    return CrossEncoderReranker.load(packaged_reranker_path() if value == "default" else Path(value).expanduser())

@@ -1,0 +1,169 @@
+"""`clinrag train reranker`: fine-tune the MiniLM cross-encoder reranker on MedQuAD with mined hard negatives."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rag.config import DEFAULT_EMBEDDER
+
+
+def register_reranker(sub: Any) -> None:
+    parser = sub.add_parser(
+        "reranker",
+        help="the cross-encoder reranker (question, passage) -> relevant / not",
+        description="Fine-tune a MiniLM cross-encoder (LoRA + a 2-way head) on the judged dev questions of a BEIR "
+        "folder (MedQuAD by default), skipping the first --offset (the reported ones) and holding out the last "
+        "--validation, with hard negatives mined by the hybrid retriever. Writes the artefact and "
+        "training_card.json (with reranked vs hybrid nDCG@10 on the held-out questions) into --out.",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
+    parser.add_argument(
+        "--corpus", type=Path, metavar="DIR", help="BEIR folder (default ../shared/data/retrieval/medquad)"
+    )
+    parser.add_argument("--index", type=Path, metavar="DIR", help="an index of that corpus (built if not given)")
+    parser.add_argument("--offset", type=int, default=1000, help="judged queries never used (default 1000)")
+    parser.add_argument("--queries", type=int, default=4500, metavar="N", help="training questions (default 4500)")
+    parser.add_argument("--validation", type=int, default=300, metavar="N", help="held-out questions (default 300)")
+    parser.add_argument("--negatives", type=int, default=5, help="hard negatives per question (default 5)")
+    parser.add_argument(
+        "--paraphrase-share", type=float, default=0.4, help="share of questions in consumer phrasing (default 0.4)"
+    )
+    parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence pairs")
+    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    parser.add_argument(
+        "--max-length", type=int, default=128, help="tokens of question + passage read (default 128: latency)"
+    )
+    parser.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="pair representation (default cls)")
+    parser.add_argument("--seed", type=int, default=13, help="random seed (default 13)")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--base", default=DEFAULT_EMBEDDER, metavar="MODEL", help="encoder to fine-tune (default: packaged MiniLM)"
+    )
+    parser.add_argument("--allow-download", action="store_true", help="let a hub id download (needs network)")
+    parser.add_argument(
+        "--time-limit", type=float, default=35.0, metavar="MIN", help="stop training after MIN minutes (default 35)"
+    )
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
+    parser.add_argument("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the training card as JSON")
+    parser.set_defaults(handler=run_train_reranker)
+
+
+def run_train_reranker(args: argparse.Namespace) -> int:
+    import torch
+
+    from rag.config import RetrievalSettings, Settings
+    from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
+    from rag.crossenc.train import TrainConfig, train_cross_encoder
+    from rag.errors import ConfigError
+    from rag.evaluation.cli import index_for
+    from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate, load_qrels, resolve_beir
+    from rag.finetune.card import TrainingCard
+    from rag.finetune_cli import default_data_root
+    from rag.rerank import RELEVANCE_LABELS, CrossEncoderReranker
+    from rag.reranker_training import data_files, mine_examples, read_typed_queries, split_queries
+    from rag.retrieve import Searcher
+
+    if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
+        raise ConfigError("--epochs, --lr, --negatives and --queries must be > 0 and --batch-size >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    beir = args.corpus or default_data_root() / "retrieval" / "medquad"
+    corpus, queries_path, qrels_path = resolve_beir([beir], None, None, "dev")
+    queries, qrels = read_typed_queries(queries_path), load_qrels(qrels_path)
+    train_queries, held_out = split_queries(
+        queries, qrels, offset=args.offset, limit=args.queries, validation=args.validation
+    )
+    index_dir = index_for(corpus, args.index, Settings(), progress=not args.quiet)
+    searcher = Searcher.load(index_dir, settings=RetrievalSettings(collapse_documents=False))
+    pairs, mined = mine_examples(
+        searcher,
+        train_queries,
+        qrels,
+        negatives=args.negatives,
+        seed=args.seed,
+        paraphrase_share=args.paraphrase_share,
+        sentences=not args.no_sentences,
+        progress=not args.quiet,
+    )
+    config = TrainConfig.from_arguments(args)
+    model_config = CrossEncoderConfig(
+        labels=RELEVANCE_LABELS,
+        base_model=args.base,
+        lora_rank=args.rank,
+        lora_alpha=2 * args.rank,
+        max_length=args.max_length,
+        pooling=args.pooling,
+    )
+    model = CrossEncoder.new(model_config, seed=args.seed, allow_download=args.allow_download)
+    result = train_cross_encoder(model, pairs, config, progress=not args.quiet)
+    model.save(args.out)
+    metrics: dict[str, Any] = {}
+    if held_out:
+        eval_searcher = Searcher.load(
+            index_dir,
+            settings=RetrievalSettings(collapse_documents=True, depth=300),
+            reranker=CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
+        )
+        task = RetrievalTask({q.query_id: q.text for q in held_out}, {q.query_id: qrels[q.query_id] for q in held_out})
+        for mode in ("hybrid", "hybrid+rerank"):
+            metrics[mode] = evaluate(task, doc_search(eval_searcher, mode), mode).to_json()
+    weights = args.out / "weights.safetensors"
+    card = TrainingCard(
+        base_model=model_config.base_model,
+        seed=args.seed,
+        config={
+            "train": config.to_json(),
+            "model": model_config.to_json(),
+            "input": "[CLS] question [SEP] heading path + passage (or heading: sentence)",
+            "mining": {
+                "depth": 30,
+                "negatives": args.negatives,
+                "paraphrase_share": args.paraphrase_share,
+                "heading_dropout": 0.3,
+                "sentence_pairs": not args.no_sentences,
+            },
+        },
+        budgets={"time_limit_minutes": args.time_limit, "artefact_limit_mb": 10},
+        data={
+            "files_sha256": data_files(beir, corpus[0], queries_path, qrels_path),
+            "index": str(index_dir),
+            "judged_queries_skipped": args.offset,
+            "train_queries": {
+                "count": len(train_queries),
+                "first": train_queries[0].query_id,
+                "last": train_queries[-1].query_id,
+            },
+            "validation_queries": {"count": len(held_out), "rule": "the last N judged queries of the file"},
+            "mined": mined,
+        },
+        timings={"train_s": round(result.seconds, 1), "total_s": round(time.perf_counter() - started, 1)},
+        metrics={"validation": metrics},
+        adapter={"weights_bytes": weights.stat().st_size, "where": "CPU (this machine); no GPU was used"},
+        training={
+            "steps": result.steps,
+            "loss_every_25_steps": [round(x, 4) for x in result.losses],
+            "stopped_early": result.stopped_early,
+        },
+    )
+    card.write(args.out)
+    if args.json:
+        print(json.dumps(card.to_json(), indent=2))
+    else:
+        for mode, row in metrics.items():
+            print(f"validation {mode:<14} nDCG@10 {row['ndcg@10']:.4f}  R@10 {row['recall@10']:.4f}  "
+                  f"MRR@10 {row['mrr@10']:.4f}  p50 {row['latency_ms']['p50']:.0f} ms")  # fmt: skip
+        print(
+            f"model: {args.out} ({weights.stat().st_size / 1e6:.2f} MB weights); {result.steps} steps, "
+            f"training {result.seconds:.0f} s, total {card.timings['total_s']:.0f} s"
+        )
+    return 0

@@ -1,0 +1,208 @@
+"""Reranking inside search, duplicates credited at their rank, and the reranker's training data."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from indexer import build_index
+from rag.config import IndexSettings, RetrievalSettings
+from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
+from rag.embed import HashEmbedder
+from rag.errors import ConfigError
+from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
+from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
+from rag.rerank import RELEVANCE_LABELS, CrossEncoderReranker, LexicalReranker, rerank_with
+from rag.reranker_training import (
+    NOT_RELEVANT,
+    RELEVANT,
+    RerankQuery,
+    consumer_phrasing,
+    first_chunk_of,
+    mine_examples,
+    split_queries,
+)
+from rag.retrieve import Searcher
+from rag.types import Evidence
+
+EMBEDDER = HashEmbedder(dim=32, max_tokens=64)
+TREAT = "Nitrofurantoin for five days is the first-line treatment of uncomplicated cystitis in women."
+DOCS = {
+    "d1": ("Cystitis", "treatment", TREAT),
+    "d2": ("Bladder infection", "treatment", TREAT),  # the same passage published twice: collapsed into d1's
+    "d3": ("Cystitis", "symptoms", "Cystitis causes burning on urination and frequent urge to pass urine."),
+    "d4": ("Asthma", "treatment", "Inhaled budesonide-formoterol relieves asthma symptoms as needed."),
+    "d5": ("Hypertension", "treatment", "Thiazide diuretics lower blood pressure in adults."),
+}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rerank")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": i, "title": t, "text": x, "metadata": {"qtype": q}}) + "\n"
+            for i, (t, q, x) in DOCS.items()
+        )
+    )
+    settings = IndexSettings.model_validate({"cache_dir": str(root / "cache")})
+    build_index([corpus], root / "index", settings, embedder=EMBEDDER, progress=False)
+    return root / "index"
+
+
+class CountingReranker(LexicalReranker):
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
+        self.calls.append(len(evidence))
+        return list(reversed(evidence))
+
+
+def test_duplicate_documents_are_carried_by_the_surviving_chunk(index: Path) -> None:
+    searcher = Searcher.load(index, EMBEDDER)
+    assert len(searcher.chunks) == 4  # d2's copy is not searchable
+    hits = searcher.search("nitrofurantoin cystitis", k=2, mode="bm25")
+    assert hits[0].chunk.doc_id == "d1" and hits[0].also_in == ("d2",)
+    assert hits[0].to_json()["also_in"] == ["d2"]
+    assert all(h.also_in == () for h in hits[1:])
+
+
+def test_evaluation_credits_a_duplicate_at_its_rank(index: Path) -> None:
+    searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(collapse_documents=True))
+    task = RetrievalTask({"q": "nitrofurantoin cystitis"}, {"q": {"d2": 1}})
+    credited = evaluate(task, doc_search(searcher, "bm25"), "bm25")
+    missed = evaluate(task, doc_search(searcher, "bm25", credit_duplicates=False), "bm25")
+    assert credited.ndcg_at_10 == pytest.approx(1.0) and credited.mrr_at_10 == 1.0
+    assert missed.ndcg_at_10 == 0.0 and missed.recall_at_100 == 0.0
+
+
+def test_group_metrics_by_hand() -> None:
+    ranked = [("a", "b"), ("c",), ("b", "d")]
+    qrels = {"b": 2, "d": 1, "a": 1}
+    # rank 1 gains b (2, the best of a and b); rank 3 gains d (b is already credited)
+    dcg = 2 / math.log2(2) + 1 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    assert ndcg_at_k(ranked, qrels) == pytest.approx(dcg / idcg)
+    assert recall_at_k(ranked, qrels, 1) == pytest.approx(2 / 3)
+    assert mrr_at_k([("x",), ("y", "d")], qrels) == 0.5
+    assert unique_groups(["a", ("a", "b"), ("b",), "c"]) == [("a",), ("b",), ("c",)]
+    assert ndcg_at_k([("b", "d", "a")] * 3, qrels) <= 1.0
+
+
+def test_search_reranks_only_when_asked_and_only_the_head(index: Path) -> None:
+    reranker = CountingReranker()
+    searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(rerank_depth=2), reranker=reranker)
+    plain = searcher.search("cystitis treatment", k=4, mode="bm25")
+    assert reranker.calls == []
+    reranked = searcher.search("cystitis treatment", k=4, mode="bm25", rerank=True)
+    assert reranker.calls == [2]
+    assert [e.chunk.chunk_id for e in reranked[:2]] == [e.chunk.chunk_id for e in reversed(plain[:2])]
+    assert [e.chunk.chunk_id for e in reranked[2:]] == [e.chunk.chunk_id for e in plain[2:]]
+    one = searcher.search("cystitis treatment", k=1, mode="bm25", rerank=True)
+    assert reranker.calls[-1] == 2 and len(one) == 1
+
+
+def test_rerank_with_orders_by_score_and_records_the_hit(index: Path) -> None:
+    searcher = Searcher.load(index, EMBEDDER)
+    evidence = searcher.search("blood pressure", k=4, mode="bm25")
+    out = rerank_with(LexicalReranker(), "thiazide diuretics blood pressure", evidence)
+    assert out[0].chunk.doc_id == "d5" and out[0].retrievers["rerank"].rank == 1
+    assert out[0].score == out[0].retrievers["rerank"].score == 1.0
+    assert "bm25" in out[0].retrievers
+    assert rerank_with(LexicalReranker(), "anything", []) == []
+
+
+def test_packaged_reranker_missing_is_a_clear_error(index: Path, tmp_path: Path) -> None:
+    searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(reranker=str(tmp_path / "nowhere")))
+    assert searcher.search("cystitis", k=1)  # a plain search loads nothing
+    with pytest.raises(ConfigError, match="train"):
+        searcher.search("cystitis", k=1, rerank=True)
+    with pytest.raises(ConfigError, match="no reranker ships"):
+        Searcher.load(index, EMBEDDER).search("cystitis", k=1, rerank=True)
+
+
+def test_cross_encoder_reranker_defined_scores_on_bad_input(tiny_base: Path, tmp_path: Path) -> None:
+    model = CrossEncoder.new(CrossEncoderConfig(labels=RELEVANCE_LABELS, base_model=str(tiny_base), max_length=64))
+    folder = model.save(tmp_path / "reranker")
+    reranker = CrossEncoderReranker.load(folder)
+    pairs = [("", ""), ("cystitis", "x" * 50_000), ("cystitis", "Zystitis wird mit Nitrofurantoin behandelt."),
+             ("a\x00b\x1f", "# Heading only"), ("q", "ok")]  # fmt: skip
+    scores = reranker.score(pairs)
+    assert len(scores) == 5 and all(0.0 <= s <= 1.0 for s in scores)
+    wrong = CrossEncoder.new(CrossEncoderConfig(labels=("a", "b", "c"), base_model=str(tiny_base), max_length=64))
+    wrong.save(tmp_path / "wrong")
+    with pytest.raises(ConfigError, match="train reranker"):
+        CrossEncoderReranker.load(tmp_path / "wrong")
+
+
+def test_consumer_phrasing_keeps_the_focus() -> None:
+    rng = random.Random(0)
+    query = RerankQuery("q", "What are the treatments for Zollinger-Ellison Syndrome ?", "treatment")
+    for _ in range(10):
+        text = consumer_phrasing(query, rng)
+        assert "zollinger-ellison syndrome" in text.lower() and "What are the treatments" not in text
+    untyped = RerankQuery("q", "Something else entirely?", "support groups")
+    assert consumer_phrasing(untyped, rng) == untyped.text
+
+
+def test_split_never_uses_the_reported_queries() -> None:
+    queries = {f"q{i}": RerankQuery(f"q{i}", f"question {i}", "treatment") for i in range(20)}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(20) if i != 5}
+    train, held = split_queries(queries, qrels, offset=4, limit=100, validation=3)
+    assert [q.query_id for q in held] == ["q17", "q18", "q19"]
+    assert [q.query_id for q in train][:2] == ["q4", "q6"] and len(train) == 12
+    with pytest.raises(ConfigError, match="lower --offset"):
+        split_queries(queries, qrels, offset=18, limit=5, validation=3)
+
+
+def test_mining_pairs_the_judged_passage_with_near_misses(index: Path) -> None:
+    searcher = Searcher.load(index, EMBEDDER)
+    assert first_chunk_of(searcher)["d2"].doc_id == "d1"  # a collapsed document's text lives in d1's chunk
+    queries = [RerankQuery("q1", "What are the treatments for bladder infection ?", "treatment")]
+    pairs, stats = mine_examples(searcher, queries, {"q1": {"d2": 1}}, negatives=2, paraphrase_share=0.0,
+                                 heading_dropout=0.0, progress=False)  # fmt: skip
+    relevant = [p for p in pairs if p.label == RELEVANT]
+    assert TREAT in relevant[0].second and relevant[0].first == queries[0].text
+    negatives = [p for p in pairs if p.label == NOT_RELEVANT]
+    assert negatives and all(TREAT not in p.second for p in negatives)
+    assert stats["queries"] == 1 and stats["sentence_pairs"] == 2 and stats["pairs"] == len(pairs)
+
+
+@pytest.mark.slow
+def test_train_reranker_command_writes_a_loadable_model(tiny_base: Path, tmp_path: Path) -> None:
+    from rag.cli import main
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, _, x) in DOCS.items())
+    )
+    questions = ["What are the treatments for Cystitis ?", "What are the symptoms of Cystitis ?",
+                 "What are the treatments for Asthma ?", "What are the treatments for Hypertension ?"]  # fmt: skip
+    qtypes = ["treatment", "symptoms", "treatment", "treatment"]
+    (beir / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"q{i}", "text": q, "metadata": {"qtype": t}}) + "\n"
+            for i, (q, t) in enumerate(zip(questions, qtypes, strict=True))
+        )
+    )
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td1\t1\nq1\td3\t1\nq2\td4\t1\nq3\td5\t1\n")
+    settings = IndexSettings.model_validate({"cache_dir": str(tmp_path / "cache")})
+    build_index([beir / "corpus.jsonl"], tmp_path / "index", settings, progress=False)
+    out = tmp_path / "model"
+    args = ["train", "reranker", "--out", str(out), "--corpus", str(beir), "--index", str(tmp_path / "index"),
+            "--offset", "1", "--validation", "1", "--negatives", "2", "--max-steps", "2", "--batch-size", "4",
+            "--base", str(tiny_base), "--quiet", "--json"]  # fmt: skip
+    assert main(args) == 0
+    card = json.loads((out / "training_card.json").read_text())
+    assert card["data"]["train_queries"] == {"count": 2, "first": "q1", "last": "q2"}
+    assert card["training"]["steps"] == 2 and set(card["metrics"]["validation"]) == {"hybrid", "hybrid+rerank"}
+    reranker = CrossEncoderReranker.load(out)
+    assert len(reranker.score([("cystitis", TREAT)])) == 1
+    assert main(["train", "reranker", "--out", str(out), "--corpus", str(beir), "--offset", "9"]) == 2
