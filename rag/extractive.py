@@ -43,8 +43,10 @@ class ExtractiveAnswerer:
         max_suggestions: int = 3,
         per_passage: int = 3,
         scorer: PairScorer | None = None,
+        rank_penalty: float = 0.02,
     ) -> None:
         self.embedder = embedder
+        self.rank_penalty = rank_penalty  # per place a sentence's passage is below the best one
         self.max_suggestions = max_suggestions
         self.per_passage = per_passage
         self.scorer = scorer
@@ -79,7 +81,7 @@ class ExtractiveAnswerer:
         else:
             relevance = self._relevance(question, units)
             scores = [
-                rel + _kind_bonus(heading, sentence) - 0.02 * rank
+                rel + _kind_bonus(heading, sentence) - self.rank_penalty * rank
                 for rel, (_, rank, heading, sentence) in zip(relevance, candidates, strict=True)
             ]
         chosen: list[tuple[str, str]] = []

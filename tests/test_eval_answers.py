@@ -75,6 +75,8 @@ def test_build_cases_filters_by_type_and_keeps_file_order() -> None:
     cases = build_cases(queries, qrels, {"d1": "one", "d4": "four"}, qtypes=types, qtype="treatment")
     assert [c.query_id for c in cases] == ["a", "d"] and cases[1].passage == "four"
     assert len(build_cases(queries, qrels, {}, limit=1)) == 1
+    skipped = build_cases(queries, qrels, {}, qtypes=types, qtype="treatment", offset=1)
+    assert [c.query_id for c in skipped] == ["d"]
 
 
 @pytest.mark.slow

@@ -92,12 +92,18 @@ def build_cases(
     qtypes: Mapping[str, str] | None = None,
     qtype: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[AnswerCase]:
-    """Judged questions in file order (of one question type when asked), each with its judged passage's text."""
-    cases = []
+    """Judged questions in file order (of one question type when asked), each with its judged passage's text;
+    the first `offset` matching questions are skipped."""
+    cases: list[AnswerCase] = []
+    skipped = 0
     for qid, question in queries.items():
         judged = {doc: grade for doc, grade in qrels.get(qid, {}).items() if grade > 0}
         if not judged or (qtype is not None and (qtypes or {}).get(qid) != qtype):
+            continue
+        if skipped < offset:
+            skipped += 1
             continue
         best = max(judged, key=lambda doc: (judged[doc], doc in corpus_text))
         cases.append(AnswerCase(qid, question, judged, corpus_text.get(best, "")))

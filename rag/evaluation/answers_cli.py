@@ -26,6 +26,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--qtype", metavar="TYPE", help="only questions of this metadata.qtype (e.g. treatment)")
     parser.add_argument("--limit", type=int, metavar="N", help="the first N matching questions")
     parser.add_argument(
+        "--offset", type=int, default=0, metavar="N", help="skip the first N matching questions (a tuning slice)"
+    )
+    parser.add_argument(
         "--generator", default="extractive", help="extractive (default), local, or openai (with --base-url)"
     )
     parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
@@ -75,6 +78,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         qtypes=load_query_types(queries_path),
         qtype=args.qtype,
         limit=args.limit,
+        offset=args.offset,
     )
     if not cases:
         raise ConfigError(f"{queries_path}: no judged question{f' of type {args.qtype!r}' if args.qtype else ''}")
