@@ -16,10 +16,9 @@ import numpy as np
 
 from rag.embed import Embedder
 from rag.prompts import EvidenceItem
-from rag.rerank import PairScorer
+from rag.rerank import PairScorer, word_overlap
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
-_WORD = re.compile(r"[a-z0-9]+")
 # Words of sentences that recommend an action; they break ties toward "what to do" over background.
 _ACTION = re.compile(
     r"\b(treat\w*|therap\w*|recommend\w*|first[- ]line|second[- ]line|should|dose|dosage|mg|daily|"
@@ -42,14 +41,12 @@ class ExtractiveAnswerer:
         embedder: Embedder | None = None,
         max_suggestions: int = 3,
         per_passage: int = 3,
-        scorer: PairScorer | None = None,
         rank_penalty: float = 0.02,
     ) -> None:
         self.embedder = embedder
         self.rank_penalty = rank_penalty  # per place a sentence's passage is below the best one
         self.max_suggestions = max_suggestions
         self.per_passage = per_passage
-        self.scorer = scorer
 
     @property
     def name(self) -> str:
@@ -58,9 +55,8 @@ class ExtractiveAnswerer:
     def answer(self, question: str, evidence: Sequence[EvidenceItem], scorer: PairScorer | None = None) -> str:
         """A reply in the prompt's format ("SUGGESTIONS:" + cited lines, or "INSUFFICIENT EVIDENCE").
 
-        `scorer` (else the answerer's own) picks sentences with a trained model instead of the embedder.
+        `scorer` (the engine's reranker) picks sentences with a trained model instead of the embedder.
         """
-        scorer = scorer or self.scorer
         ranked = _by_key(evidence)
         candidates = [
             (item.key, rank, heading, sentence)
@@ -101,18 +97,16 @@ class ExtractiveAnswerer:
         if self.embedder is not None:
             vectors = self.embedder.embed([question, *sentences])
             return [float(v) for v in vectors[1:] @ vectors[0]]
-        words = set(_WORD.findall(question.lower()))
-        return [len(words & set(_WORD.findall(s.lower()))) / (len(words) or 1) for s in sentences]
+        return [word_overlap(question, s) for s in sentences]
 
 
 def _passage_scores(question: str, ranked: Sequence[EvidenceItem], scorer: PairScorer) -> list[float]:
-    """How well each passage answers the question: the reranker's score when it reranked them, else the scorer's."""
-    reranked = [item.evidence.retrievers.get("rerank") if item.evidence is not None else None for item in ranked]
-    if all(hit is not None for hit in reranked):
-        return [hit.score for hit in reranked if hit is not None]
-    return scorer.score(
-        [(question, item.evidence.chunk.indexed_text if item.evidence else item.text) for item in ranked]
-    )
+    """How well each passage answers the question: the reranker's score where it reranked it, else the scorer's."""
+    hits = [item.evidence.retrievers.get("rerank") if item.evidence is not None else None for item in ranked]
+    unscored = [item for item, hit in zip(ranked, hits, strict=True) if hit is None]
+    texts = [item.evidence.chunk.indexed_text if item.evidence else item.text for item in unscored]
+    fresh = iter(scorer.score([(question, text) for text in texts]) if texts else [])
+    return [hit.score if hit is not None else next(fresh) for hit in hits]
 
 
 def _kind_bonus(heading: str, sentence: str) -> float:

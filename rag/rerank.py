@@ -17,14 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rag.crossenc.model import CrossEncoder
+from rag.crossenc.model import CrossEncoder, strip_control
 from rag.types import Evidence, RetrieverHit
 
 PACKAGED_RERANKER = "minilm-medquad-v1"
 RELEVANCE_LABELS = ("relevant", "not_relevant")
 # A 50 kB passage is cut before tokenizing: the model reads at most max_length tokens of it anyway.
 _MAX_TEXT_CHARS = 8_000
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -73,14 +72,16 @@ class LexicalReranker:
     name = "lexical"
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        scores = []
-        for question, text in pairs:
-            words = set(_WORD.findall(question.lower()))
-            scores.append(len(words & set(_WORD.findall(text.lower()))) / (len(words) or 1))
-        return scores
+        return [word_overlap(question, text) for question, text in pairs]
 
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
         return rerank_with(self, query, evidence)
+
+
+def word_overlap(question: str, text: str) -> float:
+    """The share of the question's distinct words that `text` contains."""
+    words = set(_WORD.findall(question.lower()))
+    return len(words & set(_WORD.findall(text.lower()))) / (len(words) or 1)
 
 
 def passage_text(evidence: Evidence) -> str:
@@ -104,7 +105,7 @@ def rerank_with(scorer: PairScorer, query: str, evidence: list[Evidence]) -> lis
 
 def clean_text(text: str) -> str:
     """Printable text of bounded length: control characters become spaces, very long text is cut."""
-    return _CONTROL.sub(" ", str(text)[:_MAX_TEXT_CHARS])
+    return strip_control(str(text)[:_MAX_TEXT_CHARS])
 
 
 def packaged_reranker_path() -> Path:

@@ -57,11 +57,6 @@ class Reranker(Protocol):
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]: ...
 
 
-class NoopReranker:
-    def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
-        return evidence
-
-
 class BM25Retriever:
     name = "bm25"
 
@@ -306,7 +301,6 @@ __all__ = [
     "DenseRetriever",
     "Evidence",
     "Filters",
-    "NoopReranker",
     "Reranker",
     "Searcher",
     "clean_query",

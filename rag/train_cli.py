@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rag.config import DEFAULT_EMBEDDER
+from rag.crossenc.train import add_training_arguments
 from rag.finetune_cli import default_data_root
 from rag.train_reranker_cli import register_reranker
 
@@ -29,23 +29,7 @@ def register(commands: Any) -> None:
     )
     verifier.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
     verifier.add_argument("--data", type=Path, metavar="DIR", help="the shared data folder (default ../shared/data)")
-    verifier.add_argument("--epochs", type=float, default=4.0, help="passes over the training pairs (default 4)")
-    verifier.add_argument("--seed", type=int, default=13, help="random seed (default 13)")
-    verifier.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
-    verifier.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    verifier.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
-    verifier.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
-    verifier.add_argument(
-        "--base",
-        default=DEFAULT_EMBEDDER,
-        metavar="MODEL",
-        help="encoder to fine-tune: the packaged MiniLM (default), a local folder or a Hugging Face id",
-    )
-    verifier.add_argument("--allow-download", action="store_true", help="let a hub id download (needs network)")
-    verifier.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
-    verifier.add_argument(
-        "--time-limit", type=float, default=45.0, metavar="MIN", help="stop training after MIN minutes (default 45)"
-    )
+    add_training_arguments(verifier, epochs=4.0, time_limit_min=45.0)
     verifier.add_argument("--limit", type=int, metavar="N", help="train on the first N pairs only (smoke runs)")
     verifier.add_argument("--no-eval", action="store_true", help="skip the validation sets")
     verifier.add_argument(
@@ -57,9 +41,6 @@ def register(commands: Any) -> None:
         help="leave out the neutral pairs of SciFact claims and the abstract sentences outside their rationale that "
         "share most words (measured: better on SciFact dev, worse macro-F1 on held-out HealthVer topics)",
     )
-    verifier.add_argument("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
-    verifier.add_argument("--quiet", action="store_true", help="no progress bars")
-    verifier.add_argument("--json", action="store_true", help="print the training card as JSON")
     verifier.set_defaults(handler=run_train_verifier)
     register_reranker(sub)
 

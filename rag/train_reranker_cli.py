@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rag.config import DEFAULT_EMBEDDER
+from rag.crossenc.train import add_training_arguments
 
 
 def register_reranker(sub: Any) -> None:
@@ -33,27 +33,11 @@ def register_reranker(sub: Any) -> None:
         "--paraphrase-share", type=float, default=0.4, help="share of questions in consumer phrasing (default 0.4)"
     )
     parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence pairs")
-    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per step (default 16)")
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
     parser.add_argument(
         "--max-length", type=int, default=128, help="tokens of question + passage read (default 128: latency)"
     )
     parser.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="pair representation (default cls)")
-    parser.add_argument("--seed", type=int, default=13, help="random seed (default 13)")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
-    parser.add_argument(
-        "--base", default=DEFAULT_EMBEDDER, metavar="MODEL", help="encoder to fine-tune (default: packaged MiniLM)"
-    )
-    parser.add_argument("--allow-download", action="store_true", help="let a hub id download (needs network)")
-    parser.add_argument(
-        "--time-limit", type=float, default=35.0, metavar="MIN", help="stop training after MIN minutes (default 35)"
-    )
-    parser.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
-    parser.add_argument("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the training card as JSON")
+    add_training_arguments(parser, epochs=1.0, time_limit_min=35.0)
     parser.set_defaults(handler=run_train_reranker)
 
 
@@ -70,7 +54,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     from rag.finetune_cli import default_data_root
     from rag.rerank import RELEVANCE_LABELS, CrossEncoderReranker
     from rag.reranker_training import data_files, mine_examples, read_typed_queries, split_queries
-    from rag.retrieve import Searcher
+    from rag.retrieve import DenseRetriever, Searcher
 
     if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
         raise ConfigError("--epochs, --lr, --negatives and --queries must be > 0 and --batch-size >= 1")
@@ -109,10 +93,14 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     model.save(args.out)
     metrics: dict[str, Any] = {}
     if held_out:
-        eval_searcher = Searcher.load(
-            index_dir,
-            settings=RetrievalSettings(collapse_documents=True, depth=300),
-            reranker=CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
+        # The mining searcher's bundle and embedder, read once, with the evaluation's settings and the new model.
+        dense = searcher.retrievers["dense"]
+        assert isinstance(dense, DenseRetriever)
+        eval_searcher = Searcher(
+            searcher.bundle,
+            dense.embedder,
+            RetrievalSettings(collapse_documents=True, depth=300),
+            CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
         )
         task = RetrievalTask({q.query_id: q.text for q in held_out}, {q.query_id: qrels[q.query_id] for q in held_out})
         for mode in ("hybrid", "hybrid+rerank"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from rag.claims import LABELS
 from rag.config import AnswerSettings
-from rag.crossenc.model import CrossEncoder
+from rag.crossenc.model import CrossEncoder, strip_control
 from rag.embed import Embedder
 from rag.errors import ConfigError, ModelLoadError
 from rag.support import _SENTENCE_END, LexicalSupportChecker, SupportChecker, clean_claim
@@ -30,7 +30,6 @@ PACKAGED_VERIFIER = "minilm-support-v1"
 # Trained on pairs cut at 256 tokens, but read at up to 384 here: an index chunk is at most 256 embedder tokens,
 # so with its claim it fits one window and is read once, whole, rather than as several overlapping windows.
 INFERENCE_MAX_LENGTH = 384
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _WORD = re.compile(r"\w+")
 _MAX_CLAIM_CHARS = 4_000  # a claim is a sentence; a 100 kB "claim" is cut rather than tokenized whole
 _MAX_EVIDENCE_CHARS = 200_000
@@ -88,8 +87,8 @@ class NLIVerifier:
         verdicts: list[Verdict | None] = []
         jobs: list[tuple[int, str, str]] = []  # (pair index, window, claim)
         for index, (claim, evidence) in enumerate(pairs):
-            claim_text = " ".join(_CONTROL.sub(" ", clean_claim(claim)).split())[:_MAX_CLAIM_CHARS]
-            evidence_text = _CONTROL.sub(" ", evidence)[:_MAX_EVIDENCE_CHARS].strip()
+            claim_text = " ".join(strip_control(clean_claim(claim)).split())[:_MAX_CLAIM_CHARS]
+            evidence_text = strip_control(evidence)[:_MAX_EVIDENCE_CHARS].strip()
             if not _WORD.search(claim_text) or not _WORD.search(evidence_text):
                 verdicts.append(NEUTRAL)  # nothing to judge: a bare citation marker, an empty passage
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +30,12 @@ CONFIG_NAME = "crossencoder.json"
 WEIGHTS_NAME = "weights.safetensors"
 LORA_TARGETS = ("query", "key", "value", "dense")  # attention q/k/v/out and both feed-forward projections
 Floats = npt.NDArray[np.float64]
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def strip_control(text: str) -> str:
+    """Control characters (C0 and C1, except tab, newline, carriage return) become spaces before tokenizing."""
+    return _CONTROL.sub(" ", text)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,28 @@ def _steps_within(limit_s: float, elapsed_s: float, steps: int, total: int) -> i
     return max(steps + 1, min(total, int(0.95 * limit_s * steps / max(elapsed_s, 1e-9))))
 
 
+def add_training_arguments(parser: Any, *, epochs: float, time_limit_min: float) -> None:
+    """The flags every `clinrag train MODEL` shares; `TrainConfig.from_arguments` reads them back."""
+    from rag.config import DEFAULT_EMBEDDER
+
+    add = parser.add_argument
+    add("--epochs", type=float, default=epochs, help=f"passes over the training pairs (default {epochs:g})")
+    add("--seed", type=int, default=13, help="random seed (default 13)")
+    add("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    add("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    add("--batch-size", type=int, default=16, help="pairs per step (default 16)")
+    add("--rank", type=int, default=16, help="LoRA rank (default 16)")
+    add("--base", default=DEFAULT_EMBEDDER, metavar="MODEL",
+        help="encoder to fine-tune: the packaged MiniLM (default), a local folder or a Hugging Face id")  # fmt: skip
+    add("--allow-download", action="store_true", help="let a hub id download (needs network)")
+    add("--max-steps", type=int, metavar="N", help="stop after N steps (smoke runs)")
+    add("--time-limit", type=float, default=time_limit_min, metavar="MIN",
+        help=f"stop training after MIN minutes (default {time_limit_min:g})")  # fmt: skip
+    add("--fp32", action="store_true", help="fp32 forward passes (default: bf16 autocast)")
+    add("--quiet", action="store_true", help="no progress bars")
+    add("--json", action="store_true", help="print the training card as JSON")
+
+
 def class_weights(labels: Sequence[int], n_labels: int) -> list[float]:
     """Inverse square-root frequency, scaled to mean 1 over the examples; a label never seen weighs 1."""
     counts = Counter(labels)
