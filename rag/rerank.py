@@ -10,6 +10,7 @@ sentence an answer quotes is chosen by what it says, not only by the words it sh
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from rag.crossenc.listwise import rank_feature
 from rag.crossenc.model import CrossEncoder, strip_control
 from rag.types import Evidence, RetrieverHit
 
@@ -37,7 +39,12 @@ class PairScorer(Protocol):
 
 
 class CrossEncoderReranker:
-    """A trained cross-encoder (labels relevant / not_relevant); the score is P(relevant)."""
+    """A trained cross-encoder (labels relevant / not_relevant).
+
+    A pair's score is P(relevant). A reranked passage's score adds the model's learnt fused-rank prior to the
+    log-odds first (`rank_prior * -ln(1 + fused rank)`, rag.crossenc.listwise), so a reranker trained with it
+    keeps the fused order where it cannot tell the passages apart.
+    """
 
     def __init__(self, model: CrossEncoder, name: str = "cross-encoder", batch_size: int = 32) -> None:
         if tuple(model.config.labels) != RELEVANCE_LABELS:
@@ -58,12 +65,22 @@ class CrossEncoderReranker:
             raise ConfigError(f"{path}: {exc}; give a folder written by `clinrag train reranker`") from exc
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        cleaned = [(clean_text(a), clean_text(b)) for a, b in pairs]
-        probabilities = self.model.predict(cleaned, batch_size=self.batch_size)
-        return [float(p) for p in probabilities[:, 0]]
+        return [_sigmoid(m) for m in self._margins(pairs)]
 
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
-        return rerank_with(self, query, evidence)
+        if not evidence:
+            return []
+        margins = self._margins([(query, passage_text(e)) for e in evidence])
+        weight = self.model.config.rank_prior
+        return ordered_by(evidence, [_sigmoid(m + weight * rank_feature(i)) for i, m in enumerate(margins)])
+
+    def _margins(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        cleaned = [(clean_text(a), clean_text(b)) for a, b in pairs]
+        return [float(m) for m in self.model.margins(cleaned, batch_size=self.batch_size)]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 class LexicalReranker:
@@ -93,7 +110,11 @@ def rerank_with(scorer: PairScorer, query: str, evidence: list[Evidence]) -> lis
     """Evidence sorted by the scorer (ties keep retrieval order); each gains a "rerank" hit and that score."""
     if not evidence:
         return []
-    scores = scorer.score([(query, passage_text(e)) for e in evidence])
+    return ordered_by(evidence, scorer.score([(query, passage_text(e)) for e in evidence]))
+
+
+def ordered_by(evidence: list[Evidence], scores: Sequence[float]) -> list[Evidence]:
+    """Evidence sorted by score (ties keep the given order); each gains a "rerank" hit and that score."""
     order = sorted(range(len(evidence)), key=lambda i: -scores[i])
     out = []
     for rank, i in enumerate(order, 1):
@@ -118,8 +139,8 @@ def load_reranker(value: str) -> CrossEncoderReranker:
         from rag.errors import ConfigError
 
         raise ConfigError(
-            "no reranker ships with clinrag yet (the ones trained so far ranked below the fused order, see "
-            "benchmarks/RESULTS.md); train one with `clinrag train reranker --out DIR` and pass it as --reranker DIR "
+            f"{packaged_reranker_path()}: the packaged reranker is missing from this installation; reinstall "
+            "clinrag, or train one with `clinrag train reranker --out DIR` and pass it as --reranker DIR "
             "(retrieval.reranker)"
         )
     return CrossEncoderReranker.load(packaged_reranker_path() if value == "default" else Path(value).expanduser())

@@ -2,11 +2,11 @@
 
 Which questions: the judged dev queries of a BEIR folder in file order, skipping the first `offset` (1,000: the
 ones every retrieval figure reports) and holding out the last `validation` ones for the training card.
-Pairs per question: its judged passage (the best-ranked chunk of a judged document, or of a document the chunk
-absorbed as a duplicate) as "relevant"; `negatives` unjudged chunks from the hybrid retriever's top 30 (the top
-three and the rest drawn at random; never one under the judged passage's own heading) as "not_relevant"; and one
-heading + sentence unit from the judged passage and from the first negative, so the same model can pick answer
-sentences.
+A group per question (rag.crossenc.listwise): its judged passage (the best-ranked chunk of a judged document, or of
+a document the chunk absorbed as a duplicate) first, then `negatives` unjudged chunks from the hybrid retriever's
+top 30 (the top three and the rest drawn at random; never one under the judged passage's own heading), each with
+its fused rank; and a sentence group, a heading + sentence unit of the judged passage against units of the first
+negatives (no ranks), so the same model can pick answer sentences.
 Two augmentations, both for generalisation beyond MedQuAD's templates: a share of the questions is rewritten in
 consumer phrasing ("how is X treated?" for "What are the treatments for X ?"), and a share of passages is shown
 without their heading path, so the model reads the text rather than the question type in the heading.
@@ -18,11 +18,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.crossenc.train import LabelledPair
+from rag.crossenc.listwise import RankGroup
 from rag.errors import ConfigError
 from rag.evaluation.retrieval import Qrels, load_queries, load_query_types
 from rag.extractive import evidence_units
@@ -30,7 +30,6 @@ from rag.retrieve import Searcher
 from rag.store import file_sha256
 from rag.types import Chunk, Evidence
 
-RELEVANT, NOT_RELEVANT = 0, 1  # label indices in rag.rerank.RELEVANCE_LABELS
 MINING_DEPTH = 30
 
 # MedQuAD's question templates, and how people ask the same thing. The focus (disease, drug) is kept verbatim.
@@ -75,13 +74,6 @@ class RerankQuery:
     query_id: str
     text: str
     qtype: str
-
-
-@dataclass
-class MinedData:
-    train: list[LabelledPair]
-    validation: list[RerankQuery]
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def read_typed_queries(path: Path) -> dict[str, RerankQuery]:
@@ -141,23 +133,24 @@ def is_relevant(evidence: Evidence, judged: set[str]) -> bool:
     return evidence.chunk.doc_id in judged or bool(judged.intersection(evidence.also_in))
 
 
-def mine_examples(
+def mine_groups(
     searcher: Searcher,
     queries: Sequence[RerankQuery],
     qrels: Qrels,
     *,
-    negatives: int = 5,
+    negatives: int = 7,
     seed: int = 13,
     paraphrase_share: float = 0.4,
     heading_dropout: float = 0.3,
     sentences: bool = True,
     progress: bool = True,
-) -> tuple[list[LabelledPair], dict[str, Any]]:
+) -> tuple[list[RankGroup], dict[str, Any]]:
+    """One passage group per question (judged passage first, with fused ranks), and a sentence group (no ranks)."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
     fallback = first_chunk_of(searcher)
-    pairs: list[LabelledPair] = []
+    groups: list[RankGroup] = []
     stats: Counter[str] = Counter()
 
     def shown(chunk: Chunk) -> str:
@@ -175,29 +168,35 @@ def mine_examples(
         text = consumer_phrasing(query, rng) if rng.random() < paraphrase_share else query.text
         stats["paraphrased"] += text != query.text
         found = searcher.search(text, k=MINING_DEPTH, mode="hybrid", rerank=False)
-        positive = next((e.chunk for e in found if is_relevant(e, judged)), None)
+        rank, positive = next(((i, e.chunk) for i, e in enumerate(found) if is_relevant(e, judged)), (None, None))
         if positive is None:
             positive = next((fallback[d] for d in sorted(judged) if d in fallback), None)
+            rank = MINING_DEPTH
             stats["positive_not_retrieved"] += 1
         if positive is None:
             stats["skipped_no_passage"] += 1
             continue
         # An unjudged passage under the judged one's own heading (the same disease and question type, from another
         # source) most likely answers the question too: a false negative, so it is left out.
-        misses = [e.chunk for e in found if not is_relevant(e, judged) and not same_heading(e.chunk, positive)]
+        misses = [(i, e.chunk) for i, e in enumerate(found)
+                  if not is_relevant(e, judged) and not same_heading(e.chunk, positive)]  # fmt: skip
+        if not misses:
+            stats["skipped_no_negative"] += 1
+            continue
         chosen = misses[:3] + rng.sample(misses[3:], min(max(negatives - 3, 0), len(misses[3:])))
-        chosen = chosen[:negatives]
-        pairs.append(LabelledPair(text, shown(positive), RELEVANT))
-        pairs += [LabelledPair(text, shown(chunk), NOT_RELEVANT) for chunk in chosen]
+        chosen = sorted(chosen[:negatives])
+        passages = (shown(positive), *(shown(chunk) for _, chunk in chosen))
+        groups.append(RankGroup(text, passages, (rank, *(i for i, _ in chosen))))
         stats["queries"] += 1
         stats["negatives"] += len(chosen)
-        if sentences and chosen:
-            good, bad = sentence_of(positive), sentence_of(chosen[0])
+        stats["positive_first"] += rank == 0
+        if sentences:
+            good = sentence_of(positive)
+            bad = [s for s in (sentence_of(c) for _, c in chosen[:3]) if s]
             if good and bad:
-                pairs += [LabelledPair(text, good, RELEVANT), LabelledPair(text, bad, NOT_RELEVANT)]
-                stats["sentence_pairs"] += 2
-    labels = Counter(p.label for p in pairs)
-    return pairs, {**stats, "pairs": len(pairs), "relevant": labels[RELEVANT], "not_relevant": labels[NOT_RELEVANT]}
+                groups.append(RankGroup(text, (good, *bad), (None,) * (1 + len(bad))))
+                stats["sentence_groups"] += 1
+    return groups, {**stats, "groups": len(groups)}
 
 
 def data_files(beir_dir: Path, corpus: Path, queries: Path, qrels: Path) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ def register_reranker(sub: Any) -> None:
         help="the cross-encoder reranker (question, passage) -> relevant / not",
         description="Fine-tune a MiniLM cross-encoder (LoRA + a 2-way head) on the judged dev questions of a BEIR "
         "folder (MedQuAD by default), skipping the first --offset (the reported ones) and holding out the last "
-        "--validation, with hard negatives mined by the hybrid retriever. Writes the artefact and "
+        "--validation, with hard negatives mined by the hybrid retriever and a listwise loss (each judged passage "
+        "against its own question's negatives, plus a learnt fused-rank prior). Writes the artefact and "
         "training_card.json (with reranked vs hybrid nDCG@10 on the held-out questions) into --out.",
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
@@ -28,16 +30,20 @@ def register_reranker(sub: Any) -> None:
     parser.add_argument("--offset", type=int, default=1000, help="judged queries never used (default 1000)")
     parser.add_argument("--queries", type=int, default=4500, metavar="N", help="training questions (default 4500)")
     parser.add_argument("--validation", type=int, default=300, metavar="N", help="held-out questions (default 300)")
-    parser.add_argument("--negatives", type=int, default=5, help="hard negatives per question (default 5)")
+    parser.add_argument("--negatives", type=int, default=7, help="hard negatives per question (default 7)")
     parser.add_argument(
         "--paraphrase-share", type=float, default=0.4, help="share of questions in consumer phrasing (default 0.4)"
     )
-    parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence pairs")
+    parser.add_argument(
+        "--heading-dropout", type=float, default=0.0, help="share of passages shown without headings (default 0)"
+    )
+    parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence groups")
+    parser.add_argument("--no-prior", action="store_true", help="no learnt fused-rank prior: the model alone ranks")
     parser.add_argument(
         "--max-length", type=int, default=128, help="tokens of question + passage read (default 128: latency)"
     )
     parser.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="pair representation (default cls)")
-    add_training_arguments(parser, epochs=1.0, time_limit_min=35.0)
+    add_training_arguments(parser, epochs=1.0, time_limit_min=20.0, lr=5e-4, batch_size=4, unit="questions")
     parser.set_defaults(handler=run_train_reranker)
 
 
@@ -45,15 +51,16 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     import torch
 
     from rag.config import RetrievalSettings, Settings
+    from rag.crossenc.listwise import train_listwise
     from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
-    from rag.crossenc.train import TrainConfig, train_cross_encoder
+    from rag.crossenc.train import TrainConfig
     from rag.errors import ConfigError
     from rag.evaluation.cli import index_for
     from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate, load_qrels, resolve_beir
     from rag.finetune.card import TrainingCard
     from rag.finetune_cli import default_data_root
     from rag.rerank import RELEVANCE_LABELS, CrossEncoderReranker
-    from rag.reranker_training import data_files, mine_examples, read_typed_queries, split_queries
+    from rag.reranker_training import MINING_DEPTH, data_files, mine_groups, read_typed_queries, split_queries
     from rag.retrieve import DenseRetriever, Searcher
 
     if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
@@ -69,13 +76,14 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     )
     index_dir = index_for(corpus, args.index, Settings(), progress=not args.quiet)
     searcher = Searcher.load(index_dir, settings=RetrievalSettings(collapse_documents=False))
-    pairs, mined = mine_examples(
+    groups, mined = mine_groups(
         searcher,
         train_queries,
         qrels,
         negatives=args.negatives,
         seed=args.seed,
         paraphrase_share=args.paraphrase_share,
+        heading_dropout=args.heading_dropout,
         sentences=not args.no_sentences,
         progress=not args.quiet,
     )
@@ -89,7 +97,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         pooling=args.pooling,
     )
     model = CrossEncoder.new(model_config, seed=args.seed, allow_download=args.allow_download)
-    result = train_cross_encoder(model, pairs, config, progress=not args.quiet)
+    result = train_listwise(model, groups, config, learn_prior=not args.no_prior, progress=not args.quiet)
     model.save(args.out)
     metrics: dict[str, Any] = {}
     if held_out:
@@ -105,20 +113,28 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         task = RetrievalTask({q.query_id: q.text for q in held_out}, {q.query_id: qrels[q.query_id] for q in held_out})
         for mode in ("hybrid", "hybrid+rerank"):
             metrics[mode] = evaluate(task, doc_search(eval_searcher, mode), mode).to_json()
+        if model.config.rank_prior:
+            # What the model alone does: the same run without its learnt prior.
+            learnt, model.config = model.config, replace(model.config, rank_prior=0.0)
+            metrics["rerank-without-prior"] = evaluate(
+                task, doc_search(eval_searcher, "hybrid+rerank"), "hybrid+rerank"
+            ).to_json()
+            model.config = learnt
     weights = args.out / "weights.safetensors"
     card = TrainingCard(
         base_model=model_config.base_model,
         seed=args.seed,
         config={
             "train": config.to_json(),
-            "model": model_config.to_json(),
+            "model": model.config.to_json(),
+            "loss": "listwise: softmax over each question's group (judged passage vs its negatives)",
             "input": "[CLS] question [SEP] heading path + passage (or heading: sentence)",
             "mining": {
-                "depth": 30,
+                "depth": MINING_DEPTH,
                 "negatives": args.negatives,
                 "paraphrase_share": args.paraphrase_share,
-                "heading_dropout": 0.3,
-                "sentence_pairs": not args.no_sentences,
+                "heading_dropout": args.heading_dropout,
+                "sentence_groups": not args.no_sentences,
             },
         },
         budgets={"time_limit_minutes": args.time_limit, "artefact_limit_mb": 10},

@@ -102,10 +102,15 @@ def test_eval_answers_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     records = tmp_path / "records.jsonl"
     args = ["eval", "answers", "--corpus", str(beir), "--qtype", "treatment", "--config", str(config),
             "--records", str(records), "--json"]  # fmt: skip
-    assert main(args) == 0
+    # The fused order here; the packaged reranker is trained on MedQuAD's "Disease > Treatment" headings and
+    # ranks these heading-less toy passages badly (benchmarks/RESULTS.md), which is not what this test is about.
+    assert main([*args, "--no-rerank"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["questions"] == 2 and result["generator"] == "extractive" and result["reranked"] is False
     assert result["hit_rate"] == 1.0 and 0 < result["cited_precision"] <= 1 and result["content_f1"] > 0.2
     assert [json.loads(line)["query_id"] for line in records.read_text().splitlines()] == ["q1", "q3"]
+    assert main(args) == 0  # reranked by default, with the packaged model
+    reranked = json.loads(capsys.readouterr().out)
+    assert reranked["reranked"] is True and reranked["questions"] == 2 and reranked["errors"] == 0
     assert main(["eval", "answers", "--corpus", str(beir), "--qtype", "nothing", "--config", str(config)]) == 2
     assert "no judged question of type 'nothing'" in capsys.readouterr().err

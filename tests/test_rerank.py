@@ -16,16 +16,15 @@ from rag.embed import HashEmbedder
 from rag.errors import ConfigError
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
 from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
-from rag.rerank import RELEVANCE_LABELS, CrossEncoderReranker, LexicalReranker, rerank_with
-from rag.reranker_training import (
-    NOT_RELEVANT,
-    RELEVANT,
-    RerankQuery,
-    consumer_phrasing,
-    first_chunk_of,
-    mine_examples,
-    split_queries,
+from rag.rerank import (
+    RELEVANCE_LABELS,
+    CrossEncoderReranker,
+    LexicalReranker,
+    load_reranker,
+    packaged_reranker_path,
+    rerank_with,
 )
+from rag.reranker_training import RerankQuery, consumer_phrasing, first_chunk_of, mine_groups, split_queries
 from rag.retrieve import Searcher
 from rag.types import Evidence
 
@@ -118,13 +117,23 @@ def test_rerank_with_orders_by_score_and_records_the_hit(index: Path) -> None:
     assert rerank_with(LexicalReranker(), "anything", []) == []
 
 
-def test_packaged_reranker_missing_is_a_clear_error(index: Path, tmp_path: Path) -> None:
+def test_missing_reranker_is_a_clear_error(index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(reranker=str(tmp_path / "nowhere")))
     assert searcher.search("cystitis", k=1)  # a plain search loads nothing
     with pytest.raises(ConfigError, match="train"):
         searcher.search("cystitis", k=1, rerank=True)
-    with pytest.raises(ConfigError, match="no reranker ships"):
+    monkeypatch.setattr("rag.rerank.packaged_reranker_path", lambda: tmp_path / "uninstalled")
+    with pytest.raises(ConfigError, match="packaged reranker is missing"):
         Searcher.load(index, EMBEDDER).search("cystitis", k=1, rerank=True)
+
+
+def test_packaged_reranker_loads_with_its_learnt_prior() -> None:
+    reranker = load_reranker("default")
+    assert reranker.model.config.rank_prior > 0 and reranker.model.config.labels == RELEVANCE_LABELS
+    assert (packaged_reranker_path() / "weights.safetensors").stat().st_size <= 10_000_000
+    question = "What are the treatments for cystitis ?"
+    scores = reranker.score([(question, f"Cystitis > Treatment\n{TREAT}"), (question, "Asthma > Symptoms\nWheeze.")])
+    assert scores[0] > scores[1]
 
 
 def test_cross_encoder_reranker_defined_scores_on_bad_input(tiny_base: Path, tmp_path: Path) -> None:
@@ -161,17 +170,19 @@ def test_split_never_uses_the_reported_queries() -> None:
         split_queries(queries, qrels, offset=18, limit=5, validation=3)
 
 
-def test_mining_pairs_the_judged_passage_with_near_misses(index: Path) -> None:
+def test_mining_groups_the_judged_passage_with_near_misses(index: Path) -> None:
     searcher = Searcher.load(index, EMBEDDER)
     assert first_chunk_of(searcher)["d2"].doc_id == "d1"  # a collapsed document's text lives in d1's chunk
     queries = [RerankQuery("q1", "What are the treatments for bladder infection ?", "treatment")]
-    pairs, stats = mine_examples(searcher, queries, {"q1": {"d2": 1}}, negatives=2, paraphrase_share=0.0,
-                                 heading_dropout=0.0, progress=False)  # fmt: skip
-    relevant = [p for p in pairs if p.label == RELEVANT]
-    assert TREAT in relevant[0].second and relevant[0].first == queries[0].text
-    negatives = [p for p in pairs if p.label == NOT_RELEVANT]
-    assert negatives and all(TREAT not in p.second for p in negatives)
-    assert stats["queries"] == 1 and stats["sentence_pairs"] == 2 and stats["pairs"] == len(pairs)
+    groups, stats = mine_groups(searcher, queries, {"q1": {"d2": 1}}, negatives=2, paraphrase_share=0.0,
+                                heading_dropout=0.0, progress=False)  # fmt: skip
+    passages, sentences = groups
+    assert passages.query == queries[0].text and TREAT in passages.passages[0]
+    assert len(passages.passages) == 3 and all(TREAT not in p for p in passages.passages[1:])
+    found = [e.chunk.indexed_text for e in searcher.search(queries[0].text, k=30, rerank=False)]
+    assert [found.index(p) for p in passages.passages] == list(passages.ranks)  # each passage's fused rank
+    assert sentences.ranks == (None,) * len(sentences.passages) and sentences.passages[0] in f"Treatment: {TREAT}"
+    assert stats["queries"] == 1 and stats["sentence_groups"] == 1 and stats["groups"] == 2
 
 
 @pytest.mark.slow
@@ -197,12 +208,12 @@ def test_train_reranker_command_writes_a_loadable_model(tiny_base: Path, tmp_pat
     build_index([beir / "corpus.jsonl"], tmp_path / "index", settings, progress=False)
     out = tmp_path / "model"
     args = ["train", "reranker", "--out", str(out), "--corpus", str(beir), "--index", str(tmp_path / "index"),
-            "--offset", "1", "--validation", "1", "--negatives", "2", "--max-steps", "2", "--batch-size", "4",
+            "--offset", "1", "--validation", "1", "--negatives", "2", "--max-steps", "2", "--batch-size", "1",
             "--base", str(tiny_base), "--quiet", "--json"]  # fmt: skip
     assert main(args) == 0
     card = json.loads((out / "training_card.json").read_text())
     assert card["data"]["train_queries"] == {"count": 2, "first": "q1", "last": "q2"}
-    assert card["training"]["steps"] == 2 and set(card["metrics"]["validation"]) == {"hybrid", "hybrid+rerank"}
+    assert card["training"]["steps"] == 2 and {"hybrid", "hybrid+rerank"} <= set(card["metrics"]["validation"])
     reranker = CrossEncoderReranker.load(out)
     assert len(reranker.score([("cystitis", TREAT)])) == 1
     assert main(["train", "reranker", "--out", str(out), "--corpus", str(beir), "--offset", "9"]) == 2

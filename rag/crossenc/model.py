@@ -49,6 +49,9 @@ class CrossEncoderConfig:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    # A reranker trained with the retrieval rank as a feature adds rank_prior * -ln(1 + fused rank) to its margin,
+    # learnt with the model: it corrects the fused order where it is confident and keeps it where it is not.
+    rank_prior: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "labels": list(self.labels)}
@@ -194,6 +197,23 @@ class CrossEncoder:
                 out[chunk] = probs.numpy().astype(np.float64)
         return out
 
+    def margins(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> Floats:
+        """First label's logit minus the second's, one per pair: the log-odds of a two-label model."""
+        import torch
+
+        if len(self.config.labels) != 2:
+            raise ValueError(f"margins need a two-label model, this one has {self.config.labels}")
+        if not pairs:
+            return np.zeros(0, dtype=np.float64)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        out = np.zeros(len(pairs), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                logits = self.logits(self.encode([pairs[i] for i in chunk])).float()
+                out[chunk] = (logits[:, 0] - logits[:, 1]).numpy().astype(np.float64)
+        return out
+
     def save(self, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
         """Write LoRA and head weights (fp16) and the config with the weights' SHA-256; returns the folder."""
         from peft import get_peft_model_state_dict
@@ -234,6 +254,7 @@ def read_artefact(folder: str | Path) -> tuple[CrossEncoderConfig, Path]:
             lora_rank=int(data["lora_rank"]),
             lora_alpha=int(data["lora_alpha"]),
             lora_dropout=float(data.get("lora_dropout", 0.0)),
+            rank_prior=float(data.get("rank_prior", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{config_path}: malformed cross-encoder config ({exc!r}); {fix}") from exc

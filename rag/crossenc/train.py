@@ -65,6 +65,18 @@ class TrainResult:
     stopped_early: str | None = None
 
 
+class LinearSchedule:
+    """Learning-rate factor: linear warm-up, then linear decay to zero at `total`, which may be shortened."""
+
+    def __init__(self, items: int, config: TrainConfig) -> None:
+        total = max(1, math.ceil(math.ceil(items / config.batch_size) * config.epochs))
+        self.total = min(total, config.max_steps) if config.max_steps is not None else total
+        self.warmup = max(1, int(self.total * config.warmup_share))
+
+    def __call__(self, step: int) -> float:
+        return min((step + 1) / self.warmup, max(0.0, (self.total - step) / max(1, self.total - self.warmup)))
+
+
 FIT_CHECK_STEP = 40  # steps timed before the schedule is fitted to the time limit
 
 
@@ -73,7 +85,9 @@ def _steps_within(limit_s: float, elapsed_s: float, steps: int, total: int) -> i
     return max(steps + 1, min(total, int(0.95 * limit_s * steps / max(elapsed_s, 1e-9))))
 
 
-def add_training_arguments(parser: Any, *, epochs: float, time_limit_min: float) -> None:
+def add_training_arguments(
+    parser: Any, *, epochs: float, time_limit_min: float, lr: float = 1e-3, batch_size: int = 16, unit: str = "pairs"
+) -> None:
     """The flags every `clinrag train MODEL` shares; `TrainConfig.from_arguments` reads them back."""
     from rag.config import DEFAULT_EMBEDDER
 
@@ -81,8 +95,8 @@ def add_training_arguments(parser: Any, *, epochs: float, time_limit_min: float)
     add("--epochs", type=float, default=epochs, help=f"passes over the training pairs (default {epochs:g})")
     add("--seed", type=int, default=13, help="random seed (default 13)")
     add("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
-    add("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    add("--batch-size", type=int, default=16, help="pairs per step (default 16)")
+    add("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    add("--batch-size", type=int, default=batch_size, help=f"{unit} per step (default {batch_size})")
     add("--rank", type=int, default=16, help="LoRA rank (default 16)")
     add("--base", default=DEFAULT_EMBEDDER, metavar="MODEL",
         help="encoder to fine-tune: the packaged MiniLM (default), a local folder or a Hugging Face id")  # fmt: skip
@@ -138,14 +152,9 @@ def train_cross_encoder(
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights), label_smoothing=config.label_smoothing)
     params = [p for p in model.encoder.parameters() if p.requires_grad] + list(model.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    total = max(1, math.ceil(per_epoch * config.epochs))
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    warmup = max(1, int(total * config.warmup_share))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    plan = LinearSchedule(len(examples), config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
+    total = plan.total
     model.encoder.train()
     model.head.train()
     result = TrainResult(steps=0, seconds=0.0)
@@ -183,7 +192,7 @@ def train_cross_encoder(
                     # The learning rate should reach zero when training ends: shorten the schedule to the steps
                     # the time limit allows rather than be cut off halfway through it.
                     result.stopped_early = f"schedule shortened from {total} to {fitted} steps to fit the time limit"
-                    total = fitted  # the scheduler's lambda reads `total` at each step
+                    total = plan.total = fitted
                     bar.total = total
             if on_step is not None:
                 on_step(result.steps, result.losses[-1] if not window else window[-1])

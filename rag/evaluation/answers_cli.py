@@ -29,14 +29,17 @@ def register(sub: Any) -> None:
         "--offset", type=int, default=0, metavar="N", help="skip the first N matching questions (a tuning slice)"
     )
     parser.add_argument(
-        "--generator", default="extractive", help="extractive (default), local, or openai (with --base-url)"
+        "--generator", default="extractive", help="extractive (default), local, llamacpp, or openai (with --base-url)"
     )
     parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
     parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")
     parser.add_argument(
         "--reranker",
         metavar="DIR",
-        help="rerank evidence and pick sentences with a model from `clinrag train reranker`",
+        help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
+    )
+    parser.add_argument(
+        "--no-rerank", action="store_true", help="answer from the fused order (the figure without the reranker)"
     )
     parser.add_argument("--threads", type=int, metavar="N", help="torch threads")
     parser.add_argument("--config", type=Path, metavar="FILE", help="settings file (.toml or .json)")
@@ -65,7 +68,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         "generator.kind": args.generator,
         "generator.model": args.model,
         "generator.base_url": args.base_url,
-        "answer.rerank": True if args.reranker else None,
+        "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
         "retrieval.reranker": args.reranker,
         "answer.log_file": None,
     }

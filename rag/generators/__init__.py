@@ -1,10 +1,11 @@
-"""Generator backends behind one protocol: a local Hugging Face model, an OpenAI-compatible endpoint, a fake.
+"""Generator backends behind one protocol: a local Hugging Face model, a GGUF on llama.cpp, an OpenAI-compatible
+endpoint, a fake.
 
     from rag.generators import ChatMessage, load_generator
     generator = load_generator(settings.generator)
     reply = generator.generate([ChatMessage("user", "...")], max_new_tokens=128)
 
-Importing this package loads no model and imports neither torch nor transformers.
+Importing this package loads no model and imports neither torch, transformers nor llama_cpp.
 """
 
 from __future__ import annotations
@@ -49,9 +50,13 @@ def load_generator(settings: GeneratorSettings, *, cache_dir: Path | None = None
     """
     if settings.kind == "local":
         return load_local_generator(settings, cache_dir=cache_dir)
+    if settings.kind == "llamacpp":
+        from rag.generators.llamacpp import load_llamacpp_generator
+
+        return load_llamacpp_generator(settings, cache_dir=cache_dir)
     if settings.kind == "openai":
         return load_openai_generator(settings)
     raise ConfigError(
         f"generator.kind = {settings.kind!r} needs no language model: build the engine's extractive answerer "
-        "instead of calling load_generator, or set generator.kind to 'local' or 'openai'"
+        "instead of calling load_generator, or set generator.kind to 'local', 'llamacpp' or 'openai'"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_LIST_MARKER = re.compile(r"(?:^|\n)\s*\d{1,2}[.)]\s*$")
+LIST_MARKER = re.compile(r"(?:^|\n)\s*\d{1,2}[.)]\s*$")
 
 
 def bracket_token_ids(tokenizer: Any) -> list[int]:
@@ -33,6 +33,6 @@ class NoCitationAtLineStart:
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         text = self._tokenizer.decode(input_ids[0, self._prompt_length :].tolist(), skip_special_tokens=True)
-        if self._banned and _LIST_MARKER.search(text):
+        if self._banned and LIST_MARKER.search(text):
             scores[:, self._banned] = float("-inf")
         return scores

