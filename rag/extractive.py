@@ -16,7 +16,7 @@ import numpy as np
 
 from rag.embed import Embedder
 from rag.prompts import EvidenceItem
-from rag.rerank import PairScorer, word_overlap
+from rag.rerank import PairScorer, passage_text, word_overlap
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 # Words of sentences that recommend an action; they break ties toward "what to do" over background.
@@ -69,15 +69,15 @@ class ExtractiveAnswerer:
         ]
         if not candidates:
             return "INSUFFICIENT EVIDENCE"
-        # A list item means little without its heading ("First-line treatment"), so both are scored together.
-        units = [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates]
-        if scorer is not None:
-            passage = _passage_scores(question, ranked, scorer)
+        passage = _passage_scores(question, ranked, scorer) if scorer is not None else []
+        if passage:
             # A passage the reranker rates far below the best one is about something else: its sentences may
             # say "treatment" as often as the right one's, but they answer another question.
             floor = self.passage_floor * max(passage)
             candidates = [c for c in candidates if passage[c[1]] >= floor]
-            units = [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates]
+        # A list item means little without its heading ("First-line treatment"), so both are scored together.
+        units = [f"{c[2]}: {c[3]}" if c[2] else c[3] for c in candidates]
+        if scorer is not None:
             relevance = scorer.score([(question, unit) for unit in units])
             scores = [
                 rel + passage[rank] + _kind_bonus(heading, sentence)
@@ -113,7 +113,7 @@ def _passage_scores(question: str, ranked: Sequence[EvidenceItem], scorer: PairS
     """How well each passage answers the question: the reranker's score where it reranked it, else the scorer's."""
     hits = [item.evidence.retrievers.get("rerank") if item.evidence is not None else None for item in ranked]
     unscored = [item for item, hit in zip(ranked, hits, strict=True) if hit is None]
-    texts = [item.evidence.chunk.indexed_text if item.evidence else item.text for item in unscored]
+    texts = [passage_text(item.evidence) if item.evidence else item.text for item in unscored]
     fresh = iter(scorer.score([(question, text) for text in texts]) if texts else [])
     return [hit.score if hit is not None else next(fresh) for hit in hits]
 

@@ -186,32 +186,25 @@ class CrossEncoder:
         """Label probabilities, one row per pair (columns: config.labels). Pairs are batched by length."""
         import torch
 
-        if not pairs:
-            return np.zeros((0, len(self.config.labels)), dtype=np.float64)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        out = np.zeros((len(pairs), len(self.config.labels)), dtype=np.float64)
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                probs = torch.softmax(self.logits(self.encode([pairs[i] for i in chunk])).float(), dim=-1)
-                out[chunk] = probs.numpy().astype(np.float64)
-        return out
+        return self._batched(pairs, batch_size, lambda logits: torch.softmax(logits, dim=-1), len(self.config.labels))
 
     def margins(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> Floats:
         """First label's logit minus the second's, one per pair: the log-odds of a two-label model."""
-        import torch
-
         if len(self.config.labels) != 2:
             raise ValueError(f"margins need a two-label model, this one has {self.config.labels}")
-        if not pairs:
-            return np.zeros(0, dtype=np.float64)
+        return self._batched(pairs, batch_size, lambda logits: logits[:, 0] - logits[:, 1], None)
+
+    def _batched(self, pairs: Sequence[tuple[str, str]], batch_size: int, rows: Any, width: int | None) -> Floats:
+        """`rows(float logits)` for each batch of pairs of similar length, put back in the pairs' order."""
+        import torch
+
+        shape = (len(pairs),) if width is None else (len(pairs), width)
+        out = np.zeros(shape, dtype=np.float64)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        out = np.zeros(len(pairs), dtype=np.float64)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                logits = self.logits(self.encode([pairs[i] for i in chunk])).float()
-                out[chunk] = (logits[:, 0] - logits[:, 1]).numpy().astype(np.float64)
+                out[chunk] = rows(self.logits(self.encode([pairs[i] for i in chunk])).float()).numpy()
         return out
 
     def save(self, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:

@@ -11,13 +11,13 @@ the verified hash, so later loads check the size and the stamp instead of hashin
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.errors import ModelLoadError
+from rag.generators.convert import package_file
 
 _CHUNK = 8 << 20
 
@@ -54,18 +54,7 @@ def split_model(name: str) -> SplitGGUF | None:
     return SPLIT_MODELS.get(name.strip().lower())
 
 
-def installed_part(package: str, part_path: str) -> Path | None:
-    """The part's file in an installed package (found without importing it), or None."""
-    spec = importlib.util.find_spec(package)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / part_path
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def part_files(model: SplitGGUF, find: Callable[[str, str], Path | None] = installed_part) -> list[Path]:
+def part_files(model: SplitGGUF, find: Callable[[str, str], Path | None] = package_file) -> list[Path]:
     found = [find(package, path) for package, path in zip(model.packages, model.part_paths, strict=True)]
     missing = [model.distribution(p) for p, f in zip(model.packages, found, strict=True) if f is None]
     if missing:
@@ -81,7 +70,7 @@ def assemble(
     model: SplitGGUF,
     cache_dir: Path,
     *,
-    find: Callable[[str, str], Path | None] = installed_part,
+    find: Callable[[str, str], Path | None] = package_file,
     progress: bool = False,
 ) -> Path:
     """The joined GGUF file in `cache_dir/models`, built from the installed parts on first use."""

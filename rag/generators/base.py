@@ -102,6 +102,17 @@ def check_request(messages: Sequence[ChatMessage], max_new_tokens: int, temperat
         raise ValueError(f"temperature must be within [0, 2], got {temperature}")
 
 
+def reply_budget(name: str, context_window: int, prompt_tokens: int, wanted: int) -> int:
+    """New tokens the reply may have: `wanted`, less if the context window is nearly full; an error if it is full."""
+    room = context_window - prompt_tokens
+    if room < 1:
+        raise GenerationError(
+            f"generator {name!r}: the prompt has {prompt_tokens} tokens but the context window is "
+            f"{context_window}; pass fewer or shorter evidence passages, or raise generator.context_window"
+        )
+    return min(wanted, room)
+
+
 def check_labels(labels: Sequence[str]) -> None:
     if not labels:
         raise ValueError("score_labels needs at least one label")

@@ -53,12 +53,16 @@ def packaged_gguf(name: str) -> PackagedGGUF | None:
     return _PACKAGED.get(name)
 
 
-def gguf_file(packaged: PackagedGGUF) -> Path:
-    """Where the installed package keeps the GGUF file, found without importing the package."""
-    spec = importlib.util.find_spec(packaged.package)
+def package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, found without importing it (an import may run package code)."""
+    spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    candidates = [Path(loc) / packaged.filename for loc in locations]
-    found = next((path for path in candidates if path.is_file()), None)
+    return next((path for path in (Path(loc) / relative for loc in locations) if path.is_file()), None)
+
+
+def gguf_file(packaged: PackagedGGUF) -> Path:
+    """Where the installed package keeps the GGUF file."""
+    found = package_file(packaged.package, packaged.filename)
     if found is None:
         # --no-deps: the package declares llm and llama-cpp-python, which need a C++ build and are not used.
         raise ModelLoadError(

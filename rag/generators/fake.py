@@ -14,6 +14,7 @@ from rag.generators.base import (
     check_labels,
     check_request,
     cut_at_stop,
+    reply_budget,
 )
 
 ReplyScript = Sequence[str] | Callable[[Sequence[ChatMessage]], str]
@@ -74,13 +75,9 @@ class ScriptedGenerator:
         check_request(messages, max_new_tokens, temperature)
         self.calls.append(ScriptedCall(tuple(messages), max_new_tokens, temperature, tuple(stop)))
         prompt_tokens = sum(self.count_tokens(m.content) for m in messages)
-        if prompt_tokens >= self._context_window:
-            raise GenerationError(
-                f"generator {self._name!r}: the prompt has {prompt_tokens} tokens but the context window is "
-                f"{self._context_window}; pass fewer or shorter evidence passages"
-            )
+        budget = reply_budget(self._name, self._context_window, prompt_tokens, max_new_tokens)
         text, stopped = cut_at_stop(self._reply(messages), stop)
-        text, cut = self._fit(text, min(max_new_tokens, self._context_window - prompt_tokens))
+        text, cut = self._fit(text, budget)
         reason: FinishReason = "length" if cut and not stopped else "stop"
         return Generation(text, prompt_tokens, self.count_tokens(text), 0.0, reason, self._name)
 

@@ -25,10 +25,10 @@ from rag.generators.base import (
     ChatMessage,
     FinishReason,
     Generation,
-    GenerationError,
     check_labels,
     check_request,
     cut_at_stop,
+    reply_budget,
 )
 from rag.generators.constrain import LIST_MARKER
 
@@ -143,13 +143,7 @@ class LlamaCppGenerator:
         return LogitsProcessorList([no_citation_at_line_start])
 
     def _reply_budget(self, prompt_tokens: int, wanted: int) -> int:
-        room = self.context_window - prompt_tokens
-        if room < 1:
-            raise GenerationError(
-                f"generator {self._name!r}: the prompt has {prompt_tokens} tokens but the context window is "
-                f"{self.context_window}; pass fewer or shorter evidence passages, or raise generator.context_window"
-            )
-        return min(wanted, room)
+        return reply_budget(self._name, self.context_window, prompt_tokens, wanted)
 
 
 def load_llamacpp_generator(settings: GeneratorSettings, *, cache_dir: Path | None = None) -> LlamaCppGenerator:

@@ -19,10 +19,10 @@ from rag.generators.base import (
     ChatMessage,
     FinishReason,
     Generation,
-    GenerationError,
     check_labels,
     check_request,
     cut_at_stop,
+    reply_budget,
 )
 from rag.generators.constrain import NoCitationAtLineStart, bracket_token_ids
 from rag.generators.convert import ensure_converted, packaged_gguf
@@ -159,13 +159,7 @@ class LocalGenerator:
         return score
 
     def _reply_budget(self, prompt_tokens: int, wanted: int) -> int:
-        room = self._context_window - prompt_tokens
-        if room < 1:
-            raise GenerationError(
-                f"generator {self._name!r}: the prompt has {prompt_tokens} tokens but the context window is "
-                f"{self._context_window}; pass fewer or shorter evidence passages"
-            )
-        return min(wanted, room)
+        return reply_budget(self._name, self._context_window, prompt_tokens, wanted)
 
     def _generation_config(self, max_new_tokens: int, temperature: float) -> Any:
         from transformers import GenerationConfig

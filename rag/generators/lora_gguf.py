@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rag.errors import ModelLoadError
+from rag.store import file_sha256
 
 _MODULES = {
     "self_attn.q_proj": "attn_q",
@@ -42,7 +43,7 @@ def ensure_lora_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> Path:
     """The adapter as LoRA GGUF in `cache_dir/models/lora`, converted on first use (keyed by both files' content)."""
     config, weights = _adapter_files(adapter)
     key = hashlib.sha256(
-        f"{CONVERTER_VERSION}:{_file_hash(weights)}:{config.read_text(encoding='utf-8')}:{base_gguf.stat().st_size}".encode()
+        f"{CONVERTER_VERSION}:{file_sha256(weights)}:{config.read_text(encoding='utf-8')}:{base_gguf.stat().st_size}".encode()
     ).hexdigest()[:16]
     target = cache_dir / "models" / "lora" / f"{adapter.resolve().name}-{key}.gguf"
     if target.is_file():
@@ -147,11 +148,3 @@ def _adapter_files(adapter: Path) -> tuple[Path, Path]:
             "the fine-tuning run); point generator.adapter at such a folder or set it to 'none'"
         )
     return config, weights
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
