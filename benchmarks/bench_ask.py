@@ -1,6 +1,6 @@
 """`Engine.ask` latency and generation speed over 20 questions on the demo guideline corpus.
 
-    python benchmarks/bench_ask.py [--index indexes/demo] [--generator local|llamacpp|openai|extractive]
+    python benchmarks/bench_ask.py [--index indexes/demo] [--generator auto|local|llamacpp|openai|extractive]
         [--model M] [--base-url URL] [--no-rerank] [--int8]
         [--max-new-tokens 128] [--adapter DIR|none] [--dtype bfloat16] [--evidence-k K] [--max-prompt-tokens N]
         [--json out.json]
@@ -49,7 +49,7 @@ QUESTIONS = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=ROOT / "indexes" / "demo")
-    parser.add_argument("--generator", choices=["local", "llamacpp", "openai", "extractive"], default="local")
+    parser.add_argument("--generator", choices=["auto", "local", "llamacpp", "openai", "extractive"], default="auto")
     parser.add_argument("--model", help="generator model (e.g. qwen-coder-1.5b with llamacpp)")
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint (--generator openai)")
     parser.add_argument("--no-rerank", action="store_true", help="answer from the fused order")

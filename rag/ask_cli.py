@@ -45,9 +45,9 @@ def register(commands: Any) -> None:
     ask.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
     ask.add_argument("--patient", metavar="FILE", help="patient JSON (age, sex, egfr, allergies, medications, ...)")
     ask.add_argument(
-        "--generator", choices=["local", "llamacpp", "openai", "extractive"],
-        help="local Hugging Face model (default), llamacpp (a GGUF on llama.cpp), OpenAI-compatible endpoint, "
-        "or extractive (no LLM)",
+        "--generator", choices=["auto", "local", "llamacpp", "openai", "extractive"],
+        help="auto (default: llama.cpp when installed, else transformers), local (a Hugging Face model on "
+        "transformers), llamacpp (a GGUF on llama.cpp), openai (an OpenAI-compatible endpoint), extractive (no LLM)",
     )  # fmt: skip
     ask.add_argument(
         "--model",

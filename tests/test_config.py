@@ -56,7 +56,7 @@ def test_readme_settings_example_is_valid() -> None:
     blocks = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.DOTALL) if "[index.embedder]" in b]
     assert blocks, "README lost its settings example"
     settings = settings_from_mapping(tomllib.loads(blocks[0]), origin="README")
-    assert settings.answer.min_evidence_score == 0.3 and settings.generator.kind == "local"
+    assert settings.answer.min_evidence_score == 0.3 and settings.generator.kind == "auto"
 
 
 def test_generator_adapter_default_applies_only_to_the_default_base(tmp_path: Path) -> None:

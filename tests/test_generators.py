@@ -311,7 +311,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_local_generator_converts_generates_and_scores(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gguf", reason="reading the packaged GGUF needs `pip install gguf`")
     monkeypatch.setenv("CLINRAG_CACHE_DIR", str(model_cache))
-    gen = load_generator(GeneratorSettings(adapter="none", threads=2))
+    gen = load_generator(GeneratorSettings(kind="local", adapter="none", threads=2))
     folder = model_cache / "models" / "smollm2-135m-instruct-hf"
     marker = folder / convert.MARKER
     assert marker.is_file() and (folder / "model.safetensors").is_file()
@@ -355,3 +355,26 @@ def test_local_generator_with_adapter_and_int8(model_cache: Path, tmp_path: Path
     assert all(math.isfinite(s) for s in tuned.score_labels(CHAT, ["yes", "no"]))
     with pytest.raises(ModelLoadError, match=r"adapter_config\.json"):
         load_local_generator(GeneratorSettings(adapter=str(tmp_path)), cache_dir=model_cache)
+
+
+def test_auto_picks_llama_cpp_for_gguf_models_only_when_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from rag.generators import backend_kind
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "llama_cpp" and not installed else real_find_spec(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    for installed in (True, False):
+        default = GeneratorSettings()
+        assert default.kind == "auto"
+        assert backend_kind(default) == ("llamacpp" if installed else "local")
+        assert backend_kind(GeneratorSettings(model="some/hub-model")) == "local"
+        assert backend_kind(GeneratorSettings(model="/models/x.gguf")) == "llamacpp"  # its loader names the extra
+        assert backend_kind(GeneratorSettings(model="qwen-coder-1.5b")) == "llamacpp"
+        assert backend_kind(GeneratorSettings(kind="local")) == "local"
+        assert backend_kind(GeneratorSettings(kind="extractive")) == "extractive"
+    assert GeneratorSettings().adapter_path() is not None  # auto keeps the packaged adapter for the packaged base

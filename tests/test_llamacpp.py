@@ -100,8 +100,9 @@ def test_adapter_gives_the_same_labels_as_transformers(bare: LlamaCppGenerator, 
         chat = [ChatMessage("user", f"{item}\nAnswer yes, no or maybe.")]
         ours, theirs = llama.score_labels(chat, labels), torch_model.score_labels(chat, labels)  # type: ignore[attr-defined]
         assert ours.index(max(ours)) == theirs.index(max(theirs)), (item, ours, theirs)
-        # llama.cpp multiplies Q4_1 weights with 8-bit activations; transformers runs the dequantised fp32 weights.
-        assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1.0
+        # The adapter is merged into an F16 copy of the dequantised weights transformers runs in fp32 (measured
+        # gap 0.002-0.05 nat; the bare Q4_1 with 8-bit activations and a run-time LoRA was up to 1 nat off).
+        assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 0.25
         adapted_gap += sum(abs(a - b) for a, b in zip(ours, theirs, strict=True))
         bare_gap += sum(abs(a - b) for a, b in zip(bare.score_labels(chat, labels), theirs, strict=True))
     assert adapted_gap < 0.5 * bare_gap  # the adapter is applied (and the right way round), not ignored
@@ -149,3 +150,15 @@ def test_openai_client_against_a_real_llama_cpp_server(server: str) -> None:
         OpenAIChatGenerator(server.replace("/v1", "/nowhere"), "smollm2", timeout_s=10, retries=0).generate(
             [ChatMessage("user", "hi")], max_new_tokens=4
         )
+
+
+def test_a_damaged_merged_copy_names_the_file_to_delete(tmp_path: Path) -> None:
+    from rag.config import PACKAGED_ADAPTER
+    from rag.generators.lora_gguf import ensure_merged_gguf
+
+    merged = ensure_merged_gguf(PACKAGED_ADAPTER, smollm2_gguf(), tmp_path)
+    merged.write_bytes(merged.read_bytes()[:3_000_000])
+    with pytest.raises(ModelLoadError, match=r"delete .*merged.*re-made on the next load"):
+        load_generator(GeneratorSettings(kind="llamacpp", context_window=512), cache_dir=tmp_path)
+    merged.unlink()
+    assert load_generator(GeneratorSettings(kind="llamacpp", context_window=512), cache_dir=tmp_path).name

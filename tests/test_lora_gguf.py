@@ -10,7 +10,14 @@ import pytest
 
 from rag.errors import ModelLoadError
 from rag.generators.convert import gguf_file, packaged_gguf
-from rag.generators.lora_gguf import convert_lora, ensure_lora_gguf, permute_rows
+from rag.generators.lora_gguf import (
+    _requantise_f16,
+    convert_lora,
+    ensure_lora_gguf,
+    ensure_merged_gguf,
+    merge_lora,
+    permute_rows,
+)
 
 gguf = pytest.importorskip("gguf")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
@@ -73,3 +80,40 @@ def test_adapters_llama_cpp_cannot_run_are_refused(tmp_path: Path) -> None:
         convert_lora(tmp_path / "dora", base_gguf(), tmp_path / "x.gguf")
     with pytest.raises(ModelLoadError, match=r"adapter_config\.json and adapter_model\.safetensors"):
         convert_lora(tmp_path / "empty", base_gguf(), tmp_path / "x.gguf")
+
+
+def test_merge_adds_the_scaled_update_to_an_f16_copy(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'clinrag[llamacpp]')")
+    tensors = write_adapter(tmp_path / "adapter")
+    merged = merge_lora(tmp_path / "adapter", base_gguf(), tmp_path / "merged.gguf")
+    reference = tmp_path / "reference.gguf"
+    _requantise_f16(base_gguf(), reference)
+    before = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(str(reference)).tensors}
+    after = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(str(merged)).tensors}
+    assert set(before) == set(after)
+    prefix = "base_model.model.model.layers.18.self_attn"
+    scale = 8 / 2  # lora_alpha / r
+    for module, name, heads in (("v_proj", "blk.18.attn_v.weight", None), ("q_proj", "blk.18.attn_q.weight", 9)):
+        a = tensors[f"{prefix}.{module}.lora_A.weight"].astype(np.float32)
+        b = tensors[f"{prefix}.{module}.lora_B.weight"].astype(np.float32)
+        delta = scale * ((permute_rows(b, heads) if heads else b) @ a)
+        assert np.allclose(after[name], before[name] + delta, atol=0.02 + 1e-3 * np.abs(delta).max())
+    untouched = [n for n in before if n not in ("blk.18.attn_v.weight", "blk.18.attn_q.weight")]
+    assert all(np.array_equal(before[n], after[n]) for n in untouched)
+
+
+def test_an_adapter_for_another_model_is_refused_when_merged(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'clinrag[llamacpp]')")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    prefix = "base_model.model.model.layers.2.self_attn.q_proj"
+    safetensors_numpy.save_file(
+        {f"{prefix}.lora_A.weight": rng.normal(size=(2, 1024)).astype(np.float16),
+         f"{prefix}.lora_B.weight": rng.normal(size=(1024, 2)).astype(np.float16)},
+        str(folder / "adapter_model.safetensors"),
+    )  # fmt: skip
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 2, "lora_alpha": 8, "bias": "none"}))
+    with pytest.raises(ModelLoadError, match="trained for another model"):
+        ensure_merged_gguf(folder, base_gguf(), tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("*.gguf*"))  # no partial file left behind

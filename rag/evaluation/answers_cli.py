@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
         "--offset", type=int, default=0, metavar="N", help="skip the first N matching questions (a tuning slice)"
     )
     parser.add_argument(
-        "--generator", default="extractive", help="extractive (default), local, llamacpp, or openai (with --base-url)"
+        "--generator",
+        default="extractive",
+        help="extractive (default), auto, local, llamacpp, or openai (with --base-url)",
     )
     parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
     parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")

