@@ -126,7 +126,8 @@ def structured_vectors(rng: np.random.Generator, n: int) -> npt.NDArray[np.float
     return out
 
 
-def build_bundle(n_chunks: int, out: Path, kind: str, seed: int = 0) -> dict[str, Any]:
+def build_bundle(n_chunks: int, out: Path, kind: str, seed: int = 0, prefix: str = "") -> dict[str, Any]:
+    """A synthetic bundle at `out`; `prefix` keeps document (hence chunk) ids distinct across shards."""
     from rag.config import DenseIndexSettings, IndexSettings
     from rag.dense import build_dense_index, effective_kind, faiss_ids
     from rag.sparse import TermCounts
@@ -159,7 +160,7 @@ def build_bundle(n_chunks: int, out: Path, kind: str, seed: int = 0) -> dict[str
     documents, chunks = [], []
     vocab_arr = np.asarray(vocab, dtype=object)
     for row in range(n_chunks):
-        doc_id = f"doc{row // 2}"
+        doc_id = f"{prefix}doc{row // 2}"
         if row % 2 == 0:
             meta = DocumentMeta(f"Synthetic topic {row // 2}", "literature", "synthetic", 2000 + row % 25)
             documents.append(DocumentRecord(doc_id, meta, "synthetic", "0" * 64))
@@ -321,7 +322,7 @@ def measure(index_dir: Path, nprobes: Sequence[int]) -> dict[str, Any]:
     exact.add(np.ascontiguousarray(bundle.vectors))
     _, truth = exact.search(matrix, 10)
     ann = searcher.retrievers["dense"].index  # type: ignore[attr-defined]
-    row_ids = searcher.retrievers["dense"]._ids  # type: ignore[attr-defined]
+    row_ids = searcher.retrievers["dense"].ids  # type: ignore[attr-defined]
     sweep = []
     ivf = faiss.extract_index_ivf(ann) if bundle.manifest["dense"]["built_kind"].startswith("ivf") else None
     for nprobe in nprobes if ivf is not None else [0]:

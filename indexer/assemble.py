@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,11 @@ from rag.types import Chunk, LoadFailure
 class SourceOutcome:
     record: SourceRecord
     loaded: bool  # False: reused unchanged from the previous generation
+
+
+LoadedSource = tuple[SourceOutcome, list[DocumentRecord], list[Chunk]]
+# Loads and chunks (source key, path) pairs, results in the same order: the Ray build runs `load_one` on workers.
+SourceLoader = Callable[[list[tuple[str, Path]]], list[LoadedSource]]
 
 
 @dataclass
@@ -75,7 +80,9 @@ def assemble_corpus(
     remove_docs: set[str],
     remove_sources: set[str],
     progress: bool,
+    loader: SourceLoader | None = None,
 ) -> Corpus:
+    """`loader` (only for a build with no previous generation) loads every source, e.g. across a Ray cluster."""
     started = time.perf_counter()
     prev = _Previous.of(existing, settings)
     corpus = Corpus()
@@ -92,8 +99,14 @@ def assemble_corpus(
     targets = [key for key in targets if key not in remove_sources]
 
     owners: dict[str, str] = {}
-    for key in tqdm(targets, desc="loading", unit="source", disable=not progress or len(targets) < 2, file=sys.stderr):
-        outcome, docs, chunks = _source(key, named.get(key), prev, settings, embedder)
+    if loader is not None:
+        if existing is not None:
+            raise ValueError("a source loader only serves builds with no previous generation")
+        loaded: Iterable[LoadedSource] = loader([(key, named[key]) for key in targets])
+    else:
+        shown = tqdm(targets, desc="loading", unit="source", disable=not progress or len(targets) < 2, file=sys.stderr)
+        loaded = (_source(key, named.get(key), prev, settings, embedder) for key in shown)
+    for key, (outcome, docs, chunks) in zip(targets, loaded, strict=True):
         docs, chunks, clashes = _claim_ids(key, docs, chunks, owners)
         outcome = SourceOutcome(
             SourceRecord(
@@ -125,9 +138,12 @@ def assemble_corpus(
     return corpus
 
 
-def _source(
-    key: str, path: Path | None, prev: _Previous, settings: IndexSettings, embedder: Embedder
-) -> tuple[SourceOutcome, list[DocumentRecord], list[Chunk]]:
+def load_one(key: str, path: Path, settings: IndexSettings, embedder: Embedder) -> LoadedSource:
+    """Load and chunk one source from scratch (what a worker of a distributed build runs)."""
+    return _source(key, path, _Previous(), settings, embedder)
+
+
+def _source(key: str, path: Path | None, prev: _Previous, settings: IndexSettings, embedder: Embedder) -> LoadedSource:
     old = prev.records.get(key)
     reusable = old is not None and prev.reusable_chunks
     if path is None and old is not None:  # kept from the bundle, not named this time: trusted as indexed

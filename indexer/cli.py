@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from indexer.build import BuildReport, add_sources, build_index, remove_from_index
+from indexer.sharded import ShardedBuildReport, add_to_sharded, build_sharded_index, remove_from_sharded
 from rag.config import Settings, load_settings, with_overrides
+from rag.errors import ConfigError
+from rag.shards import is_sharded, read_sharded_manifest
 from rag.store import read_manifest
-from rag.verify import verify_bundle
+from rag.verify import verify_bundle, verify_sharded
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +35,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     build.add_argument("sources", nargs="+", metavar="SOURCE", help="files or directories to index")
     build.add_argument("--out", required=True, metavar="DIR", help="the bundle directory (created if missing)")
+    build.add_argument(
+        "--shards", type=int, metavar="N", help="split the index into N shard bundles (README 'Scale-out')"
+    )
+    _ray_flag(build)
     _settings_flags(build)
     _output_flags(build)
     build.set_defaults(handler=_build)
@@ -44,6 +51,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add.add_argument("index_dir", metavar="DIR")
     add.add_argument("sources", nargs="+", metavar="SOURCE")
+    _ray_flag(add)
     _output_flags(add)
     add.set_defaults(handler=_add)
 
@@ -56,6 +64,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove.add_argument("index_dir", metavar="DIR")
     remove.add_argument("--doc", action="append", default=[], metavar="ID", help="document id (repeatable)")
     remove.add_argument("--source", action="append", default=[], metavar="PATH", help="source path (repeatable)")
+    _ray_flag(remove)
     _output_flags(remove)
     remove.set_defaults(handler=_remove)
 
@@ -75,6 +84,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("index_dir", metavar="DIR")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=_verify)
+
+
+def _ray_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run a sharded build on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local[:N] for a private "
+        "cluster of N CPUs on this machine (needs `pip install 'clinrag[ray]'`)",
+    )
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -124,21 +142,57 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def _build(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    return _print_report(build_index(args.sources, args.out, settings.index, progress=args.progress), args.json)
+    out = Path(args.out)
+    shards = args.shards
+    if shards is None and is_sharded(out):
+        shards = int(read_sharded_manifest(out)["n_shards"])  # rebuilding a sharded index keeps it sharded
+    if shards is None:
+        if args.ray:
+            raise ConfigError("--ray builds a sharded index: give --shards N as well")
+        return _print_report(build_index(args.sources, out, settings.index, progress=args.progress), args.json)
+    report = build_sharded_index(
+        args.sources, out, shards, settings.index, progress=args.progress, ray_address=args.ray
+    )
+    return _print_report(report, args.json)
 
 
 def _add(args: argparse.Namespace) -> int:
+    if is_sharded(Path(args.index_dir)):
+        report = add_to_sharded(args.index_dir, args.sources, progress=args.progress, ray_address=args.ray)
+        return _print_report(report, args.json)
+    _no_ray(args)
     return _print_report(add_sources(args.index_dir, args.sources, progress=args.progress), args.json)
 
 
 def _remove(args: argparse.Namespace) -> int:
+    if is_sharded(Path(args.index_dir)):
+        report: BuildReport | ShardedBuildReport = remove_from_sharded(
+            args.index_dir, doc_ids=args.doc, source_paths=args.source, progress=args.progress, ray_address=args.ray
+        )
+        return _print_report(report, args.json)
+    _no_ray(args)
     report = remove_from_index(args.index_dir, doc_ids=args.doc, source_paths=args.source, progress=args.progress)
     return _print_report(report, args.json)
 
 
-def _print_report(report: BuildReport, as_json: bool) -> int:
+def _no_ray(args: argparse.Namespace) -> None:
+    if args.ray:
+        raise ConfigError(f"{args.index_dir}: --ray applies to sharded indexes (built with --shards N)")
+
+
+def _print_report(report: BuildReport | ShardedBuildReport, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
+    elif isinstance(report, ShardedBuildReport):
+        where = f"on Ray ({report.ray})" if report.ray else "in this process"
+        print(
+            f"wrote {report.directory}: {report.documents} documents, {report.searchable_chunks} searchable chunks "
+            f"({report.duplicates} duplicates collapsed) from {report.sources} sources in {report.n_shards} shards "
+            f"({', '.join(str(s.searchable) for s in report.shards)} chunks), built {where}"
+        )
+        print(
+            f"vectors: {report.vectors_embedded} embedded, {report.vectors_cached} from cache; {report.seconds:.1f} s"
+        )
     else:
         verb = "wrote" if report.committed else "up to date:"
         print(
@@ -159,6 +213,8 @@ def _print_report(report: BuildReport, as_json: bool) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    if is_sharded(Path(args.index_dir)):
+        return _sharded_info(args)
     manifest = read_manifest(Path(args.index_dir))
     if args.json:
         print(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -190,8 +246,28 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharded_info(args: argparse.Namespace) -> int:
+    manifest = read_sharded_manifest(Path(args.index_dir))
+    if args.json:
+        print(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return 0
+    counts, emb = manifest.get("counts", {}), manifest.get("embedder", {})
+    print(f"index      {args.index_dir} (sharded, {manifest['n_shards']} shards, generation {manifest['generation']}, "
+          f"clinrag {manifest.get('clinrag_version')})")  # fmt: skip
+    print(f"built      {manifest.get('created_at')}; updated {manifest.get('updated_at')}")
+    print(f"embedder   {emb.get('name')} (dim {emb.get('dim')}, normalized {emb.get('normalized')})")
+    print(f"dense      {manifest['settings']['dense']['kind']} per shard")
+    print(f"contents   {counts.get('sources')} sources, {counts.get('documents')} documents, "
+          f"{counts.get('active_chunks')} searchable chunks, {counts.get('duplicates')} duplicates")  # fmt: skip
+    print(f"per shard  {', '.join(str(n) for n in counts.get('per_shard', []))} searchable chunks")
+    for source in manifest.get("sources", []):
+        print(f"  {source['documents']:>6} docs {source['chunks']:>7} chunks  {source['path']}")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
-    report = verify_bundle(Path(args.index_dir))
+    directory = Path(args.index_dir)
+    report = verify_sharded(directory) if is_sharded(directory) else verify_bundle(directory)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     elif report.ok:

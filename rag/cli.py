@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank", action="store_true", help="rerank the best 20 with a trained cross-encoder (--reranker DIR)"
     )
     search.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
+    search.add_argument(
+        "--ray", metavar="ADDRESS", help="search a sharded index with one Ray actor per shard (auto, HOST:PORT, local)"
+    )
     add_filter_arguments(search)
     search.add_argument("--json", action="store_true", help="print results as one JSON object")
     search.set_defaults(handler=_search)
@@ -60,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     from rag.ask_cli import filters_from_arguments
     from rag.config import RetrievalSettings
-    from rag.retrieve import Searcher
+    from rag.sharded_search import open_searcher
 
     filters = filters_from_arguments(args)
     settings = RetrievalSettings(reranker=args.reranker or "default")
-    searcher = Searcher.load(args.index, settings=settings)
+    searcher = open_searcher(args.index, settings=settings, ray_address=args.ray)
     rerank = bool(args.rerank or args.reranker)
     hits = searcher.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=rerank)
     if args.json:
@@ -76,7 +79,8 @@ def _search(args: argparse.Namespace) -> int:
         pages = f", p. {hit.chunk.page_start}" if hit.chunk.page_start else ""
         print(f"{rank}. {hit.chunk.breadcrumb or meta.title} [{meta.source or meta.doc_type}, {meta.year}{pages}]")
         if hit.also_in:
-            print(f"   also in: {', '.join(searcher.metas[d].title for d in hit.also_in if d in searcher.metas)}")
+            metas = getattr(searcher, "metas", {})  # a sharded index keeps titles in the shards: ids are shown
+            print(f"   also in: {', '.join(metas[d].title if d in metas else d for d in hit.also_in)}")
         snippet = " ".join(hit.chunk.text.split())
         print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
     if not hits:

@@ -79,6 +79,9 @@ class DenseIndexSettings(_Strict):
     ivf_nprobe: int = Field(32, ge=1)
     pq_m: int = Field(48, ge=1)  # sub-quantizers; must divide the embedding dimension
     pq_bits: int = Field(8, ge=4, le=12)
+    # IVF-PQ scores are approximate: take this many candidates per wanted result and re-score them exactly from
+    # the memory-mapped vectors.npy (0: keep the approximate scores). Only the compressed codes stay in memory.
+    pq_rescore: int = Field(4, ge=0, le=64)
 
 
 class IndexSettings(_Strict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,14 +26,15 @@ from rag.errors import BundleMismatchError, ConfigError
 from rag.filters import Filters
 from rag.fusion import (
     Fused,
+    K,
     collapse,
     convex_combination,
     first_occurrences,
     maximal_marginal_relevance,
     reciprocal_rank_fusion,
 )
-from rag.sparse import BM25Index
-from rag.store import BundleContents, check_embedder, load_bundle
+from rag.sparse import BM25Index, CorpusStats
+from rag.store import BundleContents, StoredChunk, check_embedder, load_bundle
 from rag.tokenize import ClinicalTokenizer, tokenizer_from_json
 from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
 
@@ -60,12 +61,15 @@ class Reranker(Protocol):
 class BM25Retriever:
     name = "bm25"
 
-    def __init__(self, index: BM25Index, tokenizer: ClinicalTokenizer) -> None:
+    def __init__(
+        self, index: BM25Index, tokenizer: ClinicalTokenizer, tiebreak: npt.NDArray[np.int64] | None = None
+    ) -> None:
         self.index = index
         self.tokenizer = tokenizer
+        self.tiebreak = tiebreak  # per-row key ordering equal scores (the chunk's FAISS id)
 
     def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
-        return self.index.top_k(self.tokenizer.tokenize(query), depth, allowed)
+        return self.index.top_k(self.tokenizer.tokenize(query), depth, allowed, self.tiebreak)
 
 
 class DenseRetriever:
@@ -73,11 +77,24 @@ class DenseRetriever:
 
     name = "dense"
 
-    def __init__(self, dense_index: Any, chunks: Sequence[Chunk], embedder: Embedder, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        dense_index: Any,
+        chunks: Sequence[Chunk],
+        embedder: Embedder,
+        cache_size: int = 1024,
+        *,
+        rescore_from: npt.NDArray[np.float32] | None = None,
+        rescore: int = 0,
+    ) -> None:
+        """With `rescore` > 0, `rescore` candidates per wanted hit are re-scored exactly against `rescore_from`
+        (the bundle's memory-mapped vectors): IVF-PQ then ranks by true inner products of what it found."""
         self.index = dense_index
         self.embedder = embedder
-        self._ids = faiss_ids([c.chunk_id for c in chunks])
-        self._row_of = {int(i): row for row, i in enumerate(self._ids)}
+        self._exact = rescore_from if rescore > 0 else None
+        self._rescore = rescore
+        self.ids = faiss_ids([c.chunk_id for c in chunks])
+        self._row_of = {int(i): row for row, i in enumerate(self.ids)}
         self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
         self._cache_size = cache_size
         # The LRU's look-up-then-reorder is not atomic: another thread's eviction in between would raise
@@ -103,26 +120,46 @@ class DenseRetriever:
                     self._cache.popitem(last=False)
         return vec
 
+    def row(self, faiss_id: int) -> int:
+        """The row of the chunk with this FAISS id."""
+        return self._row_of[faiss_id]
+
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()
 
     def retrieve(self, query: str, depth: int, allowed: Mask | None = None) -> Ranking:
+        if self.index.ntotal == 0:
+            return []
+        return self.retrieve_vector(self.query_vector(query), depth, allowed)
+
+    def retrieve_vector(self, vector: npt.NDArray[np.float32], depth: int, allowed: Mask | None = None) -> Ranking:
+        """Rows nearest to an already embedded query (a sharded search embeds once for all shards)."""
         import faiss
 
         if self.index.ntotal == 0:
             return []
-        vec = self.query_vector(query).reshape(1, -1)
+        vec = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         params = None
         if allowed is not None:
-            keep = self._ids[allowed]
+            keep = self.ids[allowed]
             if keep.size == 0:
                 return []
             selector = faiss.IDSelectorBatch(keep)  # kept referenced: FAISS does not own it
             params = filtered_search_parameters(self.index, selector)
+        wanted = min(depth * (self._rescore if self._exact is not None else 1), self.index.ntotal)
         with _single_threaded_faiss(faiss):
-            scores, ids = self.index.search(vec, min(depth, self.index.ntotal), params=params)
-        return [(self._row_of[int(i)], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            scores, ids = self.index.search(vec, wanted, params=params)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        if self._exact is not None and found:
+            rows = np.asarray([self._row_of[i] for _, i in found])
+            order = np.argsort(rows)  # sorted reads from the memory map
+            exact = np.empty(len(rows), dtype=np.float32)
+            exact[order] = np.asarray(self._exact[rows[order]], dtype=np.float32) @ vec[0]
+            found = [(float(e), i) for e, (_, i) in zip(exact, found, strict=True)]
+        # Equal scores in id order (FAISS leaves their order to the index layout), as BM25 and the shards do.
+        hits = sorted(found, key=lambda hit: (-hit[0], hit[1]))[:depth]
+        return [(self._row_of[i], s) for s, i in hits]
 
 
 @contextmanager
@@ -147,23 +184,29 @@ class Searcher:
         embedder: Embedder,
         settings: RetrievalSettings | None = None,
         reranker: Reranker | None = None,
+        *,
+        bm25_stats: CorpusStats | None = None,
+        absorbed: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
+        """`bm25_stats` and `absorbed` of a whole sharded index replace this bundle's own (rag.sharded_search)."""
         check_embedder(bundle.manifest, bundle.path, embedder.name)
         index_settings = IndexSettings.model_validate(bundle.manifest["settings"])
         self.bundle = bundle
         self.settings = settings or RetrievalSettings()
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
-        self.absorbed = absorbed_documents(bundle)
+        self.absorbed = absorbed_documents(bundle) if absorbed is None else absorbed
         # Loaded on the first reranked search (settings.reranker), so a plain search never loads a model.
         self._reranker: Reranker | None = reranker
         self._reranker_lock = threading.Lock()
         self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
-        self.retrievers: dict[str, Retriever] = {
-            "bm25": BM25Retriever(BM25Index(bundle.term_counts, index_settings.bm25), tokenizer),
-            "dense": DenseRetriever(bundle.dense_index, self.chunks, embedder, self.settings.query_cache_size),
-        }
+        compressed = bundle.manifest.get("dense", {}).get("built_kind") == "ivfpq"
+        rescore = index_settings.dense.pq_rescore if compressed else 0
+        dense = DenseRetriever(bundle.dense_index, self.chunks, embedder, self.settings.query_cache_size,
+                               rescore_from=bundle.vectors, rescore=rescore)  # fmt: skip
+        bm25 = BM25Index(bundle.term_counts, index_settings.bm25, bm25_stats)
+        self.retrievers: dict[str, Retriever] = {"bm25": BM25Retriever(bm25, tokenizer, dense.ids), "dense": dense}
 
     @classmethod
     def load(
@@ -190,14 +233,7 @@ class Searcher:
         With `rerank` (default: settings.rerank) the best `rerank_depth` fused chunks are re-ordered by the
         reranker (their score becomes its score); any results below them keep the fused order.
         """
-        text = clean_query(query)
-        k = self.settings.k if k is None else k
-        if k <= 0:
-            raise ConfigError(f"k must be positive, got {k}")
-        mode = mode or self.settings.mode
-        names = {"hybrid": ["bm25", "dense"], "bm25": ["bm25"], "dense": ["dense"]}.get(mode)
-        if names is None:
-            raise ConfigError(f"unknown search mode {mode!r}; use hybrid, bm25 or dense")
+        text, k, names = plan_search(query, k, mode, self.settings)
         allowed = self._mask(filters or Filters())
         depth = max(k, self.settings.depth)
         rankings = {name: self.retrievers[name].retrieve(text, depth, allowed) for name in names}
@@ -249,14 +285,7 @@ class Searcher:
         return mask
 
     def _fuse(self, rankings: dict[str, Ranking]) -> list[Fused[int]]:
-        if len(rankings) == 1:
-            # One retriever: keep its own scores, so BM25 and cosine values stay interpretable.
-            ((name, ranking),) = rankings.items()
-            unique = first_occurrences(ranking)
-            return [Fused(row, score, {name: rank}, {name: score}) for rank, (row, score) in enumerate(unique, 1)]
-        if self.settings.fusion == "convex":
-            return convex_combination(rankings, self.settings.weights)
-        return reciprocal_rank_fusion(rankings, k=self.settings.rrf_k, weights=self.settings.weights)
+        return fuse(rankings, self.settings)
 
     def _diversify(self, fused: list[Fused[int]], k: int) -> list[Fused[int]]:
         pool = fused[: max(3 * k, k)]
@@ -269,16 +298,46 @@ class Searcher:
         return Evidence(chunk, self.metas[chunk.doc_id], item.score, hits, self.absorbed.get(chunk.chunk_id, ()))
 
 
+def plan_search(
+    query: str, k: int | None, mode: Mode | None, settings: RetrievalSettings
+) -> tuple[str, int, list[str]]:
+    """(cleaned query, k, retriever names) for a search, or a clear error."""
+    text = clean_query(query)
+    k = settings.k if k is None else k
+    if k <= 0:
+        raise ConfigError(f"k must be positive, got {k}")
+    mode = mode or settings.mode
+    names = {"hybrid": ["bm25", "dense"], "bm25": ["bm25"], "dense": ["dense"]}.get(mode)
+    if names is None:
+        raise ConfigError(f"unknown search mode {mode!r}; use hybrid, bm25 or dense")
+    return text, k, names
+
+
+def fuse(rankings: Mapping[str, Sequence[tuple[K, float]]], settings: RetrievalSettings) -> list[Fused[K]]:
+    if len(rankings) == 1:
+        # One retriever: keep its own scores, so BM25 and cosine values stay interpretable.
+        ((name, ranking),) = rankings.items()
+        unique = first_occurrences(ranking)
+        return [Fused(key, score, {name: rank}, {name: score}) for rank, (key, score) in enumerate(unique, 1)]
+    if settings.fusion == "convex":
+        return convex_combination(rankings, settings.weights)
+    return reciprocal_rank_fusion(rankings, k=settings.rrf_k, weights=settings.weights)
+
+
 def absorbed_documents(bundle: BundleContents) -> dict[str, tuple[str, ...]]:
+    return absorbed_by_chunk(bundle.chunks)
+
+
+def absorbed_by_chunk(chunks: Sequence[StoredChunk]) -> dict[str, tuple[str, ...]]:
     """Searchable chunk id -> the other documents it stands for: those whose every chunk was collapsed as a duplicate.
 
     A document that lost only some chunks (a boilerplate paragraph shared by hundreds of pages) is not absorbed:
     its own chunks are still searchable, and a shared paragraph does not make two documents the same.
     """
-    owner = {c.chunk.chunk_id: c.chunk.doc_id for c in bundle.chunks}
-    partly_kept = {c.chunk.doc_id for c in bundle.chunks if c.duplicate_of is None}
+    owner = {c.chunk.chunk_id: c.chunk.doc_id for c in chunks}
+    partly_kept = {c.chunk.doc_id for c in chunks if c.duplicate_of is None}
     absorbed: dict[str, dict[str, None]] = {}
-    for stored in bundle.chunks:
+    for stored in chunks:
         survivor, doc = stored.duplicate_of, stored.chunk.doc_id
         if survivor is not None and doc not in partly_kept and doc != owner.get(survivor):
             absorbed.setdefault(survivor, {})[doc] = None

@@ -94,14 +94,61 @@ class TermCounts:
         return TermCounts(matrix, vocab)
 
 
-class BM25Index:
-    """Okapi BM25 over stored term counts."""
+@dataclass(frozen=True)
+class CorpusStats:
+    """What BM25 needs to know of the whole corpus: its size, total length and each term's document frequency.
 
-    def __init__(self, counts: TermCounts, params: BM25Settings) -> None:
+    One shard of a sharded index scores with the stats of all shards together, so its BM25 scores are exactly
+    those the single bundle would give and rankings from different shards can be merged by score.
+    """
+
+    n_docs: int
+    total_length: int
+    vocab: tuple[str, ...]
+    df: npt.NDArray[np.int64]
+
+    @staticmethod
+    def of(counts: TermCounts) -> CorpusStats:
+        matrix = counts.matrix
+        df = np.bincount(matrix.indices, minlength=len(counts.vocab)).astype(np.int64)
+        return CorpusStats(counts.n_docs, int(matrix.sum()), counts.vocab, df)
+
+    @staticmethod
+    def merge(parts: Sequence[CorpusStats]) -> CorpusStats:
+        """The stats of the union of disjoint corpora; the vocabulary in first-seen order."""
+        index: dict[str, int] = {}
+        for part in parts:
+            for term in part.vocab:
+                index.setdefault(term, len(index))
+        df = np.zeros(len(index), dtype=np.int64)
+        for part in parts:
+            if part.vocab:
+                np.add.at(df, np.fromiter((index[t] for t in part.vocab), np.int64, len(part.vocab)), part.df)
+        return CorpusStats(sum(p.n_docs for p in parts), sum(p.total_length for p in parts), tuple(index), df)
+
+    def save(self, stats_path: Path, vocab_path: Path) -> None:
+        with stats_path.open("wb") as fh:
+            np.savez(fh, df=self.df, totals=np.asarray([self.n_docs, self.total_length], dtype=np.int64))
+        vocab_path.write_text(json.dumps(list(self.vocab), ensure_ascii=False), encoding="utf-8")
+
+    @staticmethod
+    def load(stats_path: Path, vocab_path: Path) -> CorpusStats:
+        with NUMPY_LOAD_LOCK, np.load(stats_path, allow_pickle=False) as arrays:
+            df, totals = arrays["df"].astype(np.int64), arrays["totals"]
+        vocab = tuple(json.loads(vocab_path.read_text(encoding="utf-8")))
+        if len(vocab) != len(df) or totals.shape != (2,):
+            raise ValueError(f"{stats_path}: {len(df)} document frequencies for {len(vocab)} terms")
+        return CorpusStats(int(totals[0]), int(totals[1]), vocab, df)
+
+
+class BM25Index:
+    """Okapi BM25 over stored term counts; `stats` of a larger corpus (all shards) replace the counts' own."""
+
+    def __init__(self, counts: TermCounts, params: BM25Settings, stats: CorpusStats | None = None) -> None:
         self.counts = counts
         self.params = params
         self._term_index = {term: j for j, term in enumerate(counts.vocab)}
-        self._weights = _weight_matrix(counts.matrix, params).tocsc()
+        self._weights = _weight_matrix(counts.matrix, params, _global_idf(counts, params, stats), stats).tocsc()
 
     @property
     def n_docs(self) -> int:
@@ -117,13 +164,24 @@ class BM25Index:
         if not ids or self.n_docs == 0:
             return np.zeros(self.n_docs, dtype=np.float32)
         unique, repeats = np.unique(np.asarray(ids), return_counts=True)
+        # Summed in the order of the terms' text, not of their column numbers (which differ between the shards of
+        # a sharded index and a single bundle): float32 sums then agree to the last bit, and so do rankings.
+        by_text = sorted(range(len(unique)), key=lambda i: self.counts.vocab[unique[i]])
+        unique, repeats = unique[by_text], repeats[by_text]
         columns = self._weights[:, unique]
         return np.asarray(columns @ repeats.astype(np.float32), dtype=np.float32).ravel()
 
     def top_k(
-        self, tokens: Sequence[str], k: int, allowed: npt.NDArray[np.bool_] | None = None
+        self,
+        tokens: Sequence[str],
+        k: int,
+        allowed: npt.NDArray[np.bool_] | None = None,
+        tiebreak: npt.NDArray[np.int64] | None = None,
     ) -> list[tuple[int, float]]:
-        """The k best (row, score) pairs with a positive score, best first; `allowed` masks rows out."""
+        """The k best (row, score) pairs with a positive score, best first; `allowed` masks rows out.
+
+        Equal scores are ordered by `tiebreak[row]` (default: the row), also at the cut, so that the shards of a
+        sharded index, ordering ties by the same per-chunk key, return exactly what one bundle would."""
         scores = self.scores(tokens)
         if allowed is not None:
             scores = np.where(allowed, scores, 0.0).astype(np.float32)
@@ -131,10 +189,10 @@ class BM25Index:
         if candidates.size == 0 or k <= 0:
             return []
         if candidates.size > k:
-            part = np.argpartition(-scores[candidates], k - 1)[:k]
-            candidates = candidates[part]
-        # Ties broken by row so results are reproducible.
-        order = np.lexsort((candidates, -scores[candidates]))
+            kth = np.partition(-scores[candidates], k - 1)[k - 1]
+            candidates = candidates[-scores[candidates] <= kth]  # every candidate tied with the k-th stays in
+        keys = candidates if tiebreak is None else tiebreak[candidates]
+        order = np.lexsort((keys, -scores[candidates]))[:k]
         return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
 
 
@@ -147,15 +205,36 @@ def idf_values(df: npt.NDArray[np.float64], n_docs: int, kind: str) -> npt.NDArr
     return np.where(idf < 0, floor, idf)
 
 
-def _weight_matrix(counts: sp.csr_matrix, params: BM25Settings) -> sp.csr_matrix:
+def _global_idf(counts: TermCounts, params: BM25Settings, stats: CorpusStats | None) -> npt.NDArray[np.float64] | None:
+    """The idf of each of `counts`' terms under the whole corpus' stats (the floor of robertson idf included)."""
+    if stats is None:
+        return None
+    idf_all = idf_values(stats.df.astype(np.float64), stats.n_docs, params.idf)
+    where = {term: j for j, term in enumerate(stats.vocab)}
+    missing = [t for t in counts.vocab if t not in where]
+    if missing:
+        raise ValueError(f"the corpus statistics lack {len(missing)} of this shard's terms (e.g. {missing[0]!r})")
+    return idf_all[np.fromiter((where[t] for t in counts.vocab), np.int64, len(counts.vocab))]
+
+
+def _weight_matrix(
+    counts: sp.csr_matrix,
+    params: BM25Settings,
+    idf: npt.NDArray[np.float64] | None = None,
+    stats: CorpusStats | None = None,
+) -> sp.csr_matrix:
     n_docs, n_terms = counts.shape
     if n_docs == 0 or n_terms == 0:
         return sp.csr_matrix((n_docs, n_terms), dtype=np.float32)
     tf = counts.astype(np.float64)
     doc_len = np.asarray(tf.sum(axis=1)).ravel()
-    avg_len = float(doc_len.mean()) or 1.0
-    df = np.bincount(tf.indices, minlength=n_terms).astype(np.float64)
-    idf = idf_values(df, n_docs, params.idf)
+    if stats is not None:
+        avg_len = (stats.total_length / stats.n_docs if stats.n_docs else 0.0) or 1.0
+    else:
+        avg_len = float(doc_len.mean()) or 1.0
+    if idf is None:
+        df = np.bincount(tf.indices, minlength=n_terms).astype(np.float64)
+        idf = idf_values(df, n_docs, params.idf)
     norm = params.k1 * (1.0 - params.b + params.b * doc_len / avg_len)
     row_norm = np.repeat(norm, np.diff(tf.indptr))
     data = idf[tf.indices] * tf.data * (params.k1 + 1.0) / (tf.data + row_norm)

@@ -121,6 +121,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     path = manifest_path(directory)
     if not directory.exists():
         raise BundleError(f"{directory}: no such index; build one with `clinrag index build SOURCES --out {directory}`")
+    if not path.is_file() and (directory / "shards.json").is_file():
+        raise BundleError(
+            f"{directory}: a sharded index; `clinrag search`, `clinrag eval retrieval --index` and "
+            "rag.sharded_search.open_searcher read it, while `ask` and training need a single bundle for now "
+            "(build one without --shards)"
+        )
     if not path.is_file():
         raise BundleError(
             f"{directory}: not a clinrag index (no {MANIFEST}); build one with "
@@ -329,7 +335,7 @@ def write_generation(
 
     files = {}
     for role, path in paths.items():
-        _fsync_file(path)
+        fsync_file(path)
         files[role] = {"name": names[role], "sha256": file_sha256(path), "bytes": path.stat().st_size}
     committed = {
         **{k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM},
@@ -340,7 +346,7 @@ def write_generation(
         "files": files,
     }
     committed[MANIFEST_CHECKSUM] = manifest_checksum(committed)
-    _atomic_write_bytes(previous, manifest_bytes(committed))
+    atomic_write_bytes(previous, manifest_bytes(committed))
     _remove_other_generations(directory, generation)
     return committed
 
@@ -352,7 +358,7 @@ def _write_jsonl(path: Path, rows: Iterator[dict[str, Any]] | Any) -> None:
             fh.write("\n")
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -360,7 +366,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -37,15 +37,17 @@ class VerifyReport:
         return {"directory": self.directory, "ok": self.ok, "problems": self.problems, "counts": self.counts}
 
 
-def verify_bundle(directory: str | Path) -> VerifyReport:
-    """Check the manifest and every file against their checksums, then the cross-file invariants."""
+def verify_bundle(directory: str | Path, *, shard: bool = False) -> VerifyReport:
+    """Check the manifest and every file against their checksums, then the cross-file invariants.
+
+    A `shard` of a sharded index may hold duplicates collapsed into a chunk of another shard (checked there)."""
     directory = Path(directory)
-    report = _verify(directory)
+    report = _verify(directory, shard)
     for _ in range(LOAD_ATTEMPTS - 1):
         # Files deleted by a commit that happened during the check are not damage: check the new generation.
         if report.ok or report.generation is None or report.generation == _generation(directory):
             break
-        report = _verify(directory)
+        report = _verify(directory, shard)
     return report
 
 
@@ -56,7 +58,7 @@ def _generation(directory: Path) -> object:
         return None
 
 
-def _verify(directory: Path) -> VerifyReport:
+def _verify(directory: Path, shard: bool) -> VerifyReport:
     try:
         manifest = read_manifest(directory)
     except BundleMismatchError:
@@ -109,7 +111,7 @@ def _verify(directory: Path) -> VerifyReport:
         problems.append(f"{len(orphans)} chunks belong to unknown documents, e.g. {orphans[0]}")
     active_set = set(ids)
     dangling = [c.chunk.chunk_id for c in bundle.chunks if c.duplicate_of and c.duplicate_of not in active_set]
-    if dangling:
+    if dangling and not shard:
         problems.append(f"{len(dangling)} duplicates point at chunks that are not searchable")
     stated = manifest.get("counts", {})
     for key in ("documents", "chunks", "active_chunks"):
@@ -130,3 +132,55 @@ def _manifest_problems(directory: Path, manifest: dict[str, Any]) -> list[str]:
     if path.read_bytes() != manifest_bytes(manifest):
         return [f"{path}: the file differs from the manifest clinrag wrote (edited or damaged): rebuild the index"]
     return []
+
+
+def verify_sharded(directory: str | Path) -> VerifyReport:
+    """Every shard as a bundle, the chain of checksums, and the corpus-wide BM25 statistics against the shards."""
+    from rag.shards import load_sharded, read_sharded_manifest, shard_dirs, shard_problems
+    from rag.sparse import CorpusStats
+
+    directory = Path(directory)
+    try:
+        manifest = read_sharded_manifest(directory)
+        problems = shard_problems(directory, manifest)
+        folders = shard_dirs(directory, manifest)
+    except BundleMismatchError:
+        raise
+    except BundleError as exc:
+        return VerifyReport(str(directory), [str(exc)])
+    counts: dict[str, int] = {"shards": len(folders)}
+    for folder in folders:
+        if not (folder / "manifest.json").is_file():
+            continue  # already reported as missing
+        report = verify_bundle(folder, shard=True)
+        problems += [f"{folder.name}: {p}" for p in report.problems]
+        for key, value in report.counts.items():
+            counts[key] = counts.get(key, 0) + value
+    if problems:
+        return VerifyReport(str(directory), problems, counts, manifest.get("generation"))
+    try:
+        index = load_sharded(directory)
+        bundles = [load_bundle(folder, check_checksums=False) for folder in folders]
+    except BundleError as exc:
+        return VerifyReport(str(directory), [str(exc)], counts, manifest.get("generation"))
+    merged = CorpusStats.merge([CorpusStats.of(b.term_counts) for b in bundles])
+    held = index.stats
+    if (merged.n_docs, merged.total_length) != (held.n_docs, held.total_length) or dict(
+        zip(merged.vocab, merged.df.tolist(), strict=True)
+    ) != dict(zip(held.vocab, held.df.tolist(), strict=True)):
+        problems.append("the corpus-wide BM25 statistics do not match the shards' term counts: rebuild the index")
+    searchable = {c.chunk.chunk_id for b in bundles for c in b.chunks if c.duplicate_of is None}
+    dangling = [
+        c.chunk.chunk_id for b in bundles for c in b.chunks if c.duplicate_of and c.duplicate_of not in searchable
+    ]
+    if dangling:
+        problems.append(f"{len(dangling)} duplicates point at chunks that are not searchable in any shard")
+    unknown = sorted(set(index.absorbed) - searchable)
+    if unknown:
+        problems.append(f"absorbed.json names {len(unknown)} chunks no shard can return, e.g. {unknown[0]}")
+    stated = manifest.get("counts", {}).get("active_chunks")
+    if stated is not None and stated != counts.get("active_chunks"):
+        problems.append(
+            f"the sharded manifest counts {stated} searchable chunks, the shards hold {counts.get('active_chunks')}"
+        )
+    return VerifyReport(str(directory), problems, counts, manifest.get("generation"))

@@ -118,3 +118,32 @@ def test_bad_queries_are_clear_errors(demo_index: Path, capsys: pytest.CaptureFi
         assert code == 2 and "query" in err
     code, out, _ = run(capsys, "search", "warfarin\x00\x07 valve " + "x" * 100_000, "--index", str(demo_index))
     assert code == 0 and out
+
+
+def test_sharded_index_through_the_cli(demo_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sources = demo_index.parent / "sources"
+    cache = str(demo_index.parent / "cache")  # the single build embedded these chunks: the shards embed nothing
+    out = tmp_path / "sharded"
+    code, text, _ = run(capsys, "index", "build", str(sources), "--out", str(out), "--shards", "2",
+                        "--cache-dir", cache, "--quiet", "--json")  # fmt: skip
+    report = json.loads(text)
+    assert code == 0 and report["shards"] == 2 and report["vectors"]["embedded"] == 0
+    assert sum(s["searchable_chunks"] for s in report["per_shard"]) == report["searchable_chunks"]
+    code, text, _ = run(capsys, "index", "info", str(out))
+    assert code == 0 and "sharded, 2 shards" in text
+    code, text, _ = run(capsys, "index", "verify", str(out), "--json")
+    assert code == 0 and json.loads(text)["counts"]["shards"] == 2
+    single = json.loads(run(capsys, "search", "nitrofurantoin for cystitis", "--index", str(demo_index), "--json")[1])
+    sharded = json.loads(run(capsys, "search", "nitrofurantoin for cystitis", "--index", str(out), "--json")[1])
+    assert [h["chunk_id"] for h in sharded["hits"]] == [h["chunk_id"] for h in single["hits"]]
+
+    code, _, err = run(capsys, "index", "build", str(sources), "--out", str(tmp_path / "x"), "--ray", "local")
+    assert code == 2 and "give --shards N" in err
+    code, _, err = run(capsys, "ask", "how is cystitis treated?", "--index", str(out), "--generator", "extractive")
+    assert code == 2 and "a sharded index" in err
+    shard = next((out / "g1").glob("shard-001"))
+    next(shard.glob("chunks.g*.jsonl")).write_text("{}\n")
+    code, _, err = run(capsys, "index", "verify", str(out))
+    assert code == 1 and "shard-001" in err
+    code, _, err = run(capsys, "search", "cystitis", "--index", str(out))
+    assert code == 2 and "shard-001" in err

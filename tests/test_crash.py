@@ -39,7 +39,7 @@ DRIVER = textwrap.dedent(
         return wrapped
 
     if kill_at == "fsync":
-        rag.store._fsync_file = killer(rag.store._fsync_file)
+        rag.store.fsync_file = killer(rag.store.fsync_file)
     elif kill_at == "gc":
         rag.store._remove_other_generations = killer(rag.store._remove_other_generations)
     elif kill_at == "embed":

@@ -87,3 +87,27 @@ def test_empty_index_searches_to_nothing() -> None:
     index = build_dense_index(np.zeros((0, 8), dtype=np.float32), np.zeros(0, dtype=np.int64), DenseIndexSettings())
     scores, ids = search_dense(index, np.ones((1, 8), dtype=np.float32), 5)
     assert scores.shape == (1, 0) and ids.shape == (1, 0)
+
+
+def test_ivfpq_candidates_are_rescored_exactly_from_the_vectors() -> None:
+    from rag.embed import HashEmbedder
+    from rag.retrieve import DenseRetriever
+    from rag.types import Chunk
+
+    vectors = _unit_vectors(3000, 32, seed=4)
+    chunks = [Chunk(f"{i:020x}", f"d{i}", "t", "", (), 0, 1, None, None, 1, f"{i:020x}") for i in range(3000)]
+    ids = np.asarray([int(c.chunk_id[:15], 16) for c in chunks], dtype=np.int64)
+    settings = DenseIndexSettings(kind="ivfpq", ivf_nlist=16, ivf_nprobe=4, pq_m=4, pq_bits=4)
+    index = build_dense_index(vectors, ids, settings)
+    query = _unit_vectors(1, 32, seed=9)[0]
+    exact_order = np.argsort(-(vectors @ query))[:10]
+    plain = DenseRetriever(index, chunks, HashEmbedder(dim=32)).retrieve_vector(query, 10)
+    rescored = DenseRetriever(index, chunks, HashEmbedder(dim=32), rescore_from=vectors, rescore=8).retrieve_vector(
+        query, 10
+    )
+    for row, score in rescored:
+        assert score == pytest.approx(float(vectors[row] @ query), abs=1e-5)
+    assert [s for _, s in rescored] == sorted((s for _, s in rescored), reverse=True)
+    overlap = lambda hits: len({r for r, _ in hits} & set(exact_order.tolist()))  # noqa: E731
+    assert overlap(rescored) >= overlap(plain)
+    assert any(abs(s - float(vectors[r] @ query)) > 1e-3 for r, s in plain), "PQ scores alone are approximate"

@@ -18,7 +18,7 @@ from rag.evaluation.retrieval import (
     load_queries,
     resolve_beir,
 )
-from rag.retrieve import Searcher
+from rag.sharded_search import open_searcher
 
 MODES = ("bm25", "dense", "hybrid")
 
@@ -83,7 +83,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
             **({"reranker": args.reranker} if args.reranker else {}),
         }
     )
-    searcher = Searcher.load(index_dir, settings=retrieval)
+    searcher = open_searcher(index_dir, settings=retrieval)  # a sharded index (--index) is evaluated the same way
     modes = list(MODES) if args.mode == "all" else [args.mode]
     if args.rerank:
         modes.append("hybrid+rerank")

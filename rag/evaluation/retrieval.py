@@ -21,6 +21,7 @@ from rag.evaluation.metrics import Ranked, mrr_at_k, ndcg_at_k, recall_at_k, uni
 
 if TYPE_CHECKING:
     from rag.retrieve import Searcher
+    from rag.sharded_search import ShardedSearcher
 
 Qrels = dict[str, dict[str, int]]
 # (query, k) -> document ids best first; an entry may be a group of ids sharing a rank (a chunk and the
@@ -182,7 +183,7 @@ def evaluate(task: RetrievalTask, search: SearchFn, mode: str, depth: int = 100)
     )
 
 
-def doc_search(searcher: Searcher, mode: str, *, credit_duplicates: bool = True) -> SearchFn:
+def doc_search(searcher: Searcher | ShardedSearcher, mode: str, *, credit_duplicates: bool = True) -> SearchFn:
     """Ranked document ids; a chunk stands for its own document and, at the same rank, each one it absorbed."""
     rerank = mode.endswith("+rerank")
     base = mode.removesuffix("+rerank")
