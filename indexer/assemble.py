@@ -81,8 +81,10 @@ def assemble_corpus(
     remove_sources: set[str],
     progress: bool,
     loader: SourceLoader | None = None,
+    forget_docs: frozenset[str] = frozenset(),
 ) -> Corpus:
-    """`loader` (only for a build with no previous generation) loads every source, e.g. across a Ray cluster."""
+    """`loader` (only for a build with no previous generation) loads every source, e.g. across a Ray cluster.
+    `forget_docs`: documents removed earlier, left out again wherever they still are (no error where they are not)."""
     started = time.perf_counter()
     prev = _Previous.of(existing, settings)
     corpus = Corpus()
@@ -126,6 +128,9 @@ def assemble_corpus(
     corpus.timings["load_and_chunk"] = time.perf_counter() - started
 
     _remove_documents(corpus, remove_docs)
+    if forget_docs:
+        corpus.documents = [d for d in corpus.documents if d.doc_id not in forget_docs]
+        corpus.chunks = [c for c in corpus.chunks if c.chunk.doc_id not in forget_docs]
     corpus.changed = (
         corpus.sources_removed > 0 or bool(remove_docs) or any(s.loaded for s in corpus.sources) or existing is None
     )

@@ -223,8 +223,10 @@ def _update(
             from indexer.ray_build import ray_source_loader
 
             loader = ray_source_loader(ray, settings, embedder, progress=show)
+        # A sharded update re-reads its sources, so documents removed by id before must be left out again.
+        removed = frozenset((previous or {}).get("removed_documents", []))
         corpus = assemble_corpus(paths, None, settings, embedder, keep_existing=False, remove_docs=remove_docs or set(),
-                                 remove_sources=set(), progress=show, loader=loader)  # fmt: skip
+                                 remove_sources=set(), progress=show, loader=loader, forget_docs=removed)  # fmt: skip
         timings = dict(corpus.timings)
         _refuse_lost_sources(corpus, previous)
         generation = next_generation(directory)
@@ -247,6 +249,7 @@ def _update(
             t0 = time.perf_counter()
             stats = CorpusStats.merge([r.stats for r in results])
             manifest = _sharded_manifest(previous, settings, embedder, corpus, n_shards, results, started)
+            manifest["removed_documents"] = sorted(removed | (remove_docs or set()))
             commit_sharded(directory, generation, manifest, stats, absorbed_by_chunk(corpus.chunks))
             timings["commit"] = time.perf_counter() - t0
         except BaseException:

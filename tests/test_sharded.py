@@ -212,6 +212,10 @@ def test_add_and_remove_rebuild_with_the_recorded_settings(built, tmp_path: Path
     searcher = open_searcher(copy, embedder)
     assert isinstance(searcher, ShardedSearcher)
     assert all(e.chunk.doc_id not in {"d0001", "d0002"} for q in QUERIES for e in searcher.search(q, k=20))
+    # the next update re-reads the sources: removed documents stay removed
+    again = add_to_sharded(copy, [write_corpus(tmp_path / "more" / "z.jsonl", 3, seed=4)], embedder=embedder)
+    assert again.documents == before - 2
+    assert read_sharded_manifest(copy)["removed_documents"] == ["d0001", "d0002"]
     with pytest.raises(ConfigError, match="source not in the index"):
         remove_from_sharded(copy, source_paths=[tmp_path / "nope.jsonl"], embedder=embedder)
 
