@@ -128,9 +128,7 @@ def assemble_corpus(
     corpus.timings["load_and_chunk"] = time.perf_counter() - started
 
     _remove_documents(corpus, remove_docs)
-    if forget_docs:
-        corpus.documents = [d for d in corpus.documents if d.doc_id not in forget_docs]
-        corpus.chunks = [c for c in corpus.chunks if c.chunk.doc_id not in forget_docs]
+    _remove_documents(corpus, set(forget_docs), strict=False)
     corpus.changed = (
         corpus.sources_removed > 0 or bool(remove_docs) or any(s.loaded for s in corpus.sources) or existing is None
     )
@@ -204,12 +202,13 @@ def _claim_ids(
     return kept_docs, [c for c in chunks if c.doc_id in kept_ids], clashes
 
 
-def _remove_documents(corpus: Corpus, doc_ids: set[str]) -> None:
+def _remove_documents(corpus: Corpus, doc_ids: set[str], *, strict: bool = True) -> None:
+    """Drop these documents and their chunks; `strict`: an id the corpus does not hold is an error."""
     if not doc_ids:
         return
     present = {d.doc_id for d in corpus.documents}
     unknown = sorted(doc_ids - present)
-    if unknown:
+    if unknown and strict:
         raise ConfigError(f"document not in the index: {unknown[0]}; `clinrag index info DIR --json` lists sources")
     corpus.documents = [d for d in corpus.documents if d.doc_id not in doc_ids]
     corpus.chunks = [c for c in corpus.chunks if c.chunk.doc_id not in doc_ids]

@@ -164,11 +164,7 @@ def _update(
 ) -> BuildReport:
     started = time.perf_counter()
     settings = settings or IndexSettings()
-    show = (
-        sys.stderr.isatty()
-        if progress is None and settings.progress is None
-        else bool(progress if progress is not None else settings.progress)
-    )
+    show = show_progress(progress, settings)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory}: exists and is not a directory; choose another --out")
     if directory.is_dir() and not is_bundle(directory) and not holds_only_clinrag_files(directory):
@@ -178,7 +174,7 @@ def _update(
         existing = _existing_bundle(directory, keep_existing)
         if existing is not None:
             check_embedder(existing.manifest, directory, embedder.name)
-        tokenizer = ClinicalTokenizer(TokenizerConfig(stem=settings.bm25.stem, stopwords=settings.bm25.stopwords))
+        tokenizer = bm25_tokenizer(settings)
         corpus = assemble_corpus(
             paths,
             existing,
@@ -216,6 +212,17 @@ def _update(
         timings["write"] = time.perf_counter() - t0
         report = _report(directory, True, corpus, stats, started, timings)
     return report
+
+
+def show_progress(progress: bool | None, settings: IndexSettings) -> bool:
+    """The caller's choice, else the settings', else a bar only when stderr is a terminal."""
+    if progress is None and settings.progress is None:
+        return sys.stderr.isatty()
+    return bool(progress if progress is not None else settings.progress)
+
+
+def bm25_tokenizer(settings: IndexSettings) -> ClinicalTokenizer:
+    return ClinicalTokenizer(TokenizerConfig(stem=settings.bm25.stem, stopwords=settings.bm25.stopwords))
 
 
 def _existing_bundle(directory: Path, keep_existing: bool) -> BundleContents | None:

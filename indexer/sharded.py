@@ -17,6 +17,7 @@ unchanged chunks come from the cache, so only new text is embedded.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from indexer.assemble import Corpus, SourceLoader, assemble_corpus
-from indexer.build import _manifest, _open_cache, _term_counts
+from indexer.build import _manifest, _open_cache, _term_counts, bm25_tokenizer, show_progress
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
 from indexer.vectors import VectorStats, assemble_vectors
 from rag.config import IndexSettings
@@ -48,7 +50,6 @@ from rag.shards import (
 )
 from rag.sparse import CorpusStats
 from rag.store import DocumentRecord, StoredChunk, is_bundle, now_iso, write_generation, write_lock
-from rag.tokenize import ClinicalTokenizer, TokenizerConfig
 from rag.types import LoadFailure
 
 MAX_SHARDS = 4096
@@ -200,8 +201,7 @@ def _update(
     remove_docs: set[str] | None = None,
 ) -> ShardedBuildReport:
     started = time.perf_counter()
-    show = sys.stderr.isatty() if progress is None and settings.progress is None else bool(
-        progress if progress is not None else settings.progress)  # fmt: skip
+    show = show_progress(progress, settings)
     _check_out_dir(directory)
     embedder = embedder or LazyEmbedder(settings.embedder)
     ray = None
@@ -253,8 +253,6 @@ def _update(
             commit_sharded(directory, generation, manifest, stats, absorbed_by_chunk(corpus.chunks))
             timings["commit"] = time.perf_counter() - t0
         except BaseException:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
             raise
     return _report(directory, corpus, n_shards, ray_address, results, started, timings)
@@ -314,7 +312,7 @@ def write_shard(
     """Embed (cache first), index and write one shard as an ordinary bundle at `folder/shard-NNN`."""
     started = time.perf_counter()
     directory = folder / shard_name(index)
-    tokenizer = ClinicalTokenizer(TokenizerConfig(stem=settings.bm25.stem, stopwords=settings.bm25.stopwords))
+    tokenizer = bm25_tokenizer(settings)
     active = [c.chunk for c in chunks if c.duplicate_of is None]
     cache = _open_cache(settings)
     try:
@@ -323,8 +321,6 @@ def write_shard(
         if cache is not None:
             cache.close()
     if not active:
-        import numpy as np
-
         vectors = np.zeros((0, embedder.dim), dtype=np.float32)
     counts = _term_counts(active, None, tokenizer, settings)
     dense = build_dense_index(vectors, faiss_ids([c.chunk_id for c in active]), settings.dense)
@@ -346,7 +342,7 @@ def _sharded_manifest(
     results: list[ShardResult],
     started: float,
 ) -> dict[str, Any]:
-    tokenizer = ClinicalTokenizer(TokenizerConfig(stem=settings.bm25.stem, stopwords=settings.bm25.stopwords))
+    tokenizer = bm25_tokenizer(settings)
     searchable = sum(r.searchable for r in results)
     return {
         "created_at": (previous or {}).get("created_at", now_iso()),

@@ -99,7 +99,6 @@ class _Fleet:
             self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="clinrag-shard")
             opened = [self._pool.submit(ShardSearcher, str(index.directory), i) for i in range(n)]
             self._local = [f.result() for f in opened]
-            self.sizes = [s.size() for s in self._local]
             return
         from rag.ray_cluster import cause, connect
 
@@ -109,7 +108,7 @@ class _Fleet:
         self._actors = [actor.remote(str(index.directory.resolve()), i) for i in range(n)]
         # Wait for every actor to load its shard, so a missing or damaged shard fails here and not mid-search.
         try:
-            self.sizes = list(self._ray.get([a.size.remote() for a in self._actors]))
+            self._ray.get([a.size.remote() for a in self._actors])
         except Exception as exc:  # the actor's own error (a BundleError naming the shard) inside Ray's wrapper
             self.close()
             raise BundleError(

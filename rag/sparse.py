@@ -188,12 +188,14 @@ class BM25Index:
         candidates = np.flatnonzero(scores > 0)
         if candidates.size == 0 or k <= 0:
             return []
+        values = scores[candidates]
         if candidates.size > k:
-            kth = np.partition(-scores[candidates], k - 1)[k - 1]
-            candidates = candidates[-scores[candidates] <= kth]  # every candidate tied with the k-th stays in
+            kth = np.partition(values, candidates.size - k)[candidates.size - k]
+            keep = values >= kth  # every candidate tied with the k-th stays in
+            candidates, values = candidates[keep], values[keep]
         keys = candidates if tiebreak is None else tiebreak[candidates]
-        order = np.lexsort((keys, -scores[candidates]))[:k]
-        return [(int(candidates[i]), float(scores[candidates[i]])) for i in order]
+        order = np.lexsort((keys, -values))[:k]
+        return [(int(candidates[i]), float(values[i])) for i in order]
 
 
 def idf_values(df: npt.NDArray[np.float64], n_docs: int, kind: str) -> npt.NDArray[np.float64]:

@@ -13,6 +13,7 @@ from rag.errors import BundleError, BundleMismatchError
 from rag.store import (
     LOAD_ATTEMPTS,
     MANIFEST_CHECKSUM,
+    BundleContents,
     bundle_files,
     check_file,
     load_bundle,
@@ -42,12 +43,12 @@ def verify_bundle(directory: str | Path, *, shard: bool = False) -> VerifyReport
 
     A `shard` of a sharded index may hold duplicates collapsed into a chunk of another shard (checked there)."""
     directory = Path(directory)
-    report = _verify(directory, shard)
+    report, _ = _verify(directory, shard)
     for _ in range(LOAD_ATTEMPTS - 1):
         # Files deleted by a commit that happened during the check are not damage: check the new generation.
         if report.ok or report.generation is None or report.generation == _generation(directory):
             break
-        report = _verify(directory, shard)
+        report, _ = _verify(directory, shard)
     return report
 
 
@@ -58,7 +59,8 @@ def _generation(directory: Path) -> object:
         return None
 
 
-def _verify(directory: Path, shard: bool) -> VerifyReport:
+def _verify(directory: Path, shard: bool) -> tuple[VerifyReport, BundleContents | None]:
+    """The report, and the bundle when it could be loaded (a sharded check goes on with it: no second load)."""
     try:
         manifest = read_manifest(directory)
     except BundleMismatchError:
@@ -66,22 +68,22 @@ def _verify(directory: Path, shard: bool) -> VerifyReport:
     except BundleError as exc:
         if not manifest_path(directory).is_file():
             raise  # no index at all: a usage error, not damage to report
-        return VerifyReport(str(directory), [str(exc)])
+        return VerifyReport(str(directory), [str(exc)]), None
     generation = manifest.get("generation")
     problems = _manifest_problems(directory, manifest)
     try:
         files = bundle_files(directory, manifest)
     except BundleError as exc:
-        return VerifyReport(str(directory), [*problems, str(exc)], generation=generation)
+        return VerifyReport(str(directory), [*problems, str(exc)], generation=generation), None
     problems += [problem for role, (path, info) in files.items() if (problem := check_file(role, path, info))]
     if problems:
-        return VerifyReport(str(directory), problems, generation=generation)
+        return VerifyReport(str(directory), problems, generation=generation), None
     try:
         bundle = load_bundle(directory, mmap=True, check_checksums=False)  # just checked above
     except BundleError as exc:
-        return VerifyReport(str(directory), [str(exc)], generation=generation)
+        return VerifyReport(str(directory), [str(exc)], generation=generation), None
     if bundle.manifest.get("generation") != generation:
-        return VerifyReport(str(directory), ["the index changed during the check"], generation=generation)
+        return VerifyReport(str(directory), ["the index changed during the check"], generation=generation), None
 
     active = bundle.active_chunks
     ids = [c.chunk_id for c in active]
@@ -117,7 +119,7 @@ def _verify(directory: Path, shard: bool) -> VerifyReport:
     for key in ("documents", "chunks", "active_chunks"):
         if key in stated and stated[key] != counts[key]:
             problems.append(f"manifest counts {stated[key]} {key}, files hold {counts[key]}")
-    return VerifyReport(str(directory), problems, counts, generation)
+    return VerifyReport(str(directory), problems, counts, generation), bundle
 
 
 def _manifest_problems(directory: Path, manifest: dict[str, Any]) -> list[str]:
@@ -149,18 +151,21 @@ def verify_sharded(directory: str | Path) -> VerifyReport:
     except BundleError as exc:
         return VerifyReport(str(directory), [str(exc)])
     counts: dict[str, int] = {"shards": len(folders)}
+    bundles = []
     for folder in folders:
         if not (folder / "manifest.json").is_file():
             continue  # already reported as missing
-        report = verify_bundle(folder, shard=True)
+        # A shard's folder is never rewritten (a new build writes a new generation), so one check is enough.
+        report, bundle = _verify(folder, shard=True)
         problems += [f"{folder.name}: {p}" for p in report.problems]
         for key, value in report.counts.items():
             counts[key] = counts.get(key, 0) + value
+        if bundle is not None:
+            bundles.append(bundle)
     if problems:
         return VerifyReport(str(directory), problems, counts, manifest.get("generation"))
     try:
         index = load_sharded(directory)
-        bundles = [load_bundle(folder, check_checksums=False) for folder in folders]
     except BundleError as exc:
         return VerifyReport(str(directory), [str(exc)], counts, manifest.get("generation"))
     merged = CorpusStats.merge([CorpusStats.of(b.term_counts) for b in bundles])
