@@ -75,6 +75,45 @@ def test_top_k_respects_mask_and_ignores_zero_scores() -> None:
     assert index.top_k(["nothing"], 5) == []
 
 
+def _full_sort_top_k(
+    scores: np.ndarray, k: int, tiebreak: np.ndarray | None = None
+) -> list[tuple[int, float]]:
+    keys = np.arange(scores.size) if tiebreak is None else tiebreak
+    rows = sorted((r for r in range(scores.size) if scores[r] > 0), key=lambda r: (-scores[r], keys[r]))
+    return [(r, float(scores[r])) for r in rows[:k]]
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_top_k_of_a_large_corpus_equals_a_full_sort(seed: int) -> None:
+    # Thousands of chunks, most matching a common term, many exact copies (ties at the cut): the selection that
+    # skips most positive rows must still return exactly the full sort's list, with masks and tiebreak keys.
+    rng = random.Random(seed)
+    base = _corpus(seed, n=1500)
+    docs = base + [list(base[rng.randrange(100)]) for _ in range(1500)] + [["insulin"]] * 200
+    index = BM25Index(TermCounts.from_tokens(docs), BM25Settings())
+    tiebreak = np.asarray(rng.sample(range(10**6), len(docs)), dtype=np.int64)
+    allowed = np.asarray([rng.random() < 0.7 for _ in docs])
+    for _ in range(30):
+        query = [rng.choice(VOCAB[:40]) for _ in range(rng.randint(1, 6))]
+        k = rng.choice([1, 10, 100, 300])
+        scores = index.scores(query)
+        assert index.top_k(query, k) == _full_sort_top_k(scores, k)
+        assert index.top_k(query, k, tiebreak=tiebreak) == _full_sort_top_k(scores, k, tiebreak)
+        masked = np.where(allowed, scores, 0.0).astype(np.float32)
+        assert index.top_k(query, k, allowed, tiebreak) == _full_sort_top_k(masked, k, tiebreak)
+    assert index.top_k(["insulin"], 150) == _full_sort_top_k(index.scores(["insulin"]), 150)
+
+
+def test_top_k_when_the_sampled_rows_are_the_best_ones() -> None:
+    # Every 64th chunk scores highest, so a strided sample overestimates the k-th score: the selection must notice
+    # too few rows pass and fall back to all positive rows.
+    docs = [["insulin"] * 5 if i % 64 == 0 else ["insulin", "dose", "renal", f"term{i % 300}"] for i in range(3200)]
+    index = BM25Index(TermCounts.from_tokens(docs), BM25Settings())
+    got = index.top_k(["insulin"], 100)
+    assert got == _full_sort_top_k(index.scores(["insulin"]), 100)
+    assert len(got) == 100 and sum(row % 64 == 0 for row, _ in got) == 50
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
