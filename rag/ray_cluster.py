@@ -14,6 +14,8 @@ from typing import Any
 from rag.errors import ConfigError
 
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt): (?P<message>.+)$")
 
 
 def ray_module() -> Any:
@@ -57,7 +59,18 @@ def worker_cpus(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def cause(exc: BaseException) -> BaseException:
-    """The worker's own exception inside a Ray task error, so messages name the real problem."""
+def cause(exc: BaseException) -> str:
+    """The worker's own error message inside a Ray error, so messages name the real problem, not Ray's wrapper.
+
+    A failed task carries the worker's exception (`cause`); an actor whose constructor raised (ActorDiedError)
+    carries only a formatted traceback, whose last line is the worker's `Type: message`.
+    """
     inner = getattr(exc, "cause", None)
-    return inner if isinstance(inner, BaseException) else exc
+    if isinstance(inner, BaseException):
+        return str(inner)
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    for line in reversed(lines):
+        raised = _RAISED.match(line)
+        if raised:
+            return raised.group("message")
+    return lines[0] if lines else type(exc).__name__

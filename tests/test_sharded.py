@@ -266,3 +266,19 @@ def test_on_medquad_four_shards_return_the_single_bundles_top_10(shared_data: Pa
             a = [(e.chunk.chunk_id, e.score, e.also_in) for e in single.search(question, k=10, mode=mode)]  # type: ignore[arg-type]
             b = [(e.chunk.chunk_id, e.score, e.also_in) for e in sharded.search(question, k=10, mode=mode)]  # type: ignore[arg-type]
             assert a == b, (question, mode)  # same order, bit-identical scores (terms summed in text order)
+
+
+def test_the_worker_message_is_taken_out_of_rays_wrappers() -> None:
+    from rag.ray_cluster import cause
+
+    class TaskError(Exception):  # a failed task carries the worker's exception
+        cause = ValueError("embedding service down")
+
+    died = RuntimeError(  # an actor whose constructor raised carries only a formatted traceback
+        "The actor died because of an error raised in its creation task, \x1b[36mray::ShardSearcher.__init__()\x1b[39m"
+        " (pid=1, ip=10.0.0.1)\n  File \"rag/store.py\", line 257, in _load_generation\n    raise BundleError(\n"
+        "rag.errors.BundleError: idx/g1/shard-001: damaged index: vectors do not match their checksum\n"
+    )
+    assert cause(TaskError("wrapper")) == "embedding service down"
+    assert cause(died) == "idx/g1/shard-001: damaged index: vectors do not match their checksum"
+    assert cause(ConnectionError("first line\nsecond")) == "first line"

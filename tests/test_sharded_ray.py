@@ -106,5 +106,9 @@ def test_a_damaged_shard_is_named_when_ray_actors_load_it(cluster: Any, corpus: 
     build_sharded_index([corpus], tmp_path / "idx", 2, SETTINGS, embedder=embedder)
     chunks = next((tmp_path / "idx" / "g1" / "shard-001").glob("chunks.g*.jsonl"))
     chunks.write_bytes(chunks.read_bytes()[:-10])
-    with pytest.raises(BundleError, match="shard-001"):
+    with pytest.raises(BundleError, match="shard-001") as raised:
         ShardedSearcher.load(tmp_path / "idx", embedder, ray_address="local")
+    # The worker's own message, not Ray's wrapper with the actor's traceback in it.
+    message = str(raised.value)
+    assert "\n" not in message and "Traceback" not in message and "ray::" not in message
+    assert message.count("shard-001") == 1
