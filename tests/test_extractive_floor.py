@@ -1,11 +1,13 @@
-"""The extractive answerer with a reranker: sentences come only from passages rated near the best one."""
+"""The extractive answerer: with a reranker, sentences come from the best passage first and only from passages
+rated near it; lists flattened into running text are quoted as lists."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rag.extractive import ExtractiveAnswerer
+from rag.extractive import MAX_CHARS, ExtractiveAnswerer, evidence_units, inline_lists
 from rag.prompts import EvidenceItem
+from rag.verifier import quoted_in
 
 
 class TopicScorer:
@@ -39,5 +41,78 @@ def test_off_topic_passages_are_not_quoted_however_well_their_sentences_score() 
     answerer = ExtractiveAnswerer()
     reply = answerer.answer("What are the treatments for coloboma ?", [RIGHT, WRONG], scorer=TopicScorer())
     assert "[E1]" in reply and "[E2]" not in reply
-    loose = ExtractiveAnswerer(passage_floor=0.0)
+    loose = ExtractiveAnswerer(passage_floor=0.0, second_passage=0.0)
     assert "[E2]" in loose.answer("What are the treatments for coloboma ?", [RIGHT, WRONG], scorer=TopicScorer())
+
+
+RESOURCES = (
+    "These resources address the diagnosis or management of Perrault syndrome: - Gene Review: Gene Review: Perrault "
+    "Syndrome - Genetic Testing Registry: Gonadal dysgenesis with auditory dysfunction, autosomal recessive "
+    "inheritance - Genetic Testing Registry: Perrault syndrome 2 - Genetic Testing Registry: Perrault syndrome 4 - "
+    "Genetic Testing Registry: Perrault syndrome 5 These resources from MedlinePlus offer information about the "
+    "diagnosis and management of various health conditions: - Diagnostic Tests - Drug Therapy - Surgery and "
+    "Rehabilitation - Genetic Counseling - Palliative Care"
+)
+
+
+def test_a_list_flattened_into_text_is_quoted_as_lists_cut_between_items() -> None:
+    units = inline_lists(RESOURCES)
+    assert units == [
+        "These resources address the diagnosis or management of Perrault syndrome: Gene Review: Gene Review: "
+        "Perrault Syndrome; Genetic Testing Registry: Gonadal dysgenesis with auditory dysfunction, autosomal "
+        "recessive inheritance; Genetic Testing Registry: Perrault syndrome 2; Genetic Testing Registry: Perrault "
+        "syndrome 4",
+        "Genetic Testing Registry: Perrault syndrome 5 These resources from MedlinePlus offer information about the "
+        "diagnosis and management of various health conditions: Diagnostic Tests; Drug Therapy; Surgery and "
+        "Rehabilitation; Genetic Counseling; Palliative Care",
+    ]
+    # Each is still a quote (the passage's words in its order), so the support check's quote rule accepts it.
+    assert all(len(u) <= MAX_CHARS and quoted_in(u, RESOURCES) for u in units)
+    prose = "Treat the cause - then the symptoms: rest helps."  # a dash in prose is not a list
+    assert inline_lists(prose) == [prose]
+    assert evidence_units("Options include: - physical therapy - speech therapy - orthopedic surgery.") == [
+        ("", "Options include: physical therapy; speech therapy; orthopedic surgery.")
+    ]
+
+
+def test_a_passage_that_is_only_a_resource_list_is_quoted_not_abstained_on() -> None:
+    reply = ExtractiveAnswerer().answer("What are the treatments for Perrault syndrome ?", [item("E1", RESOURCES)])
+    assert reply.startswith("SUGGESTIONS:\n1. These resources address the diagnosis or management of Perrault")
+
+
+class RatedScorer:
+    """Passages rated by a table; each sentence by how often it says "therapy"."""
+
+    name = "rated"
+
+    def __init__(self, passages: dict[str, float]) -> None:
+        self.passages = passages
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        out = []
+        for _, text in pairs:
+            rated = [v for k, v in self.passages.items() if text.startswith(k)]
+            out.append(rated[0] if rated else 0.2 * text.lower().count("therapy"))
+        return out
+
+
+BEST = item("E1", "Alpha passage. Rest and fluids are the usual care for this. Symptoms settle within a week or two.")
+NEAR = item("E2", "Beta passage. Therapy with therapy drugs and therapy sessions. Physical therapy and speech therapy.")
+
+
+def test_the_best_passage_is_quoted_first_and_another_only_when_rated_close_to_it() -> None:
+    question = "How is it treated ?"
+    sure = ExtractiveAnswerer().answer(question, [BEST, NEAR], RatedScorer({"Alpha": 0.9, "Beta": 0.6}))
+    assert "[E1]" in sure and "[E2]" not in sure  # E2's sentences score higher, but its passage is rated lower
+    unsure = ExtractiveAnswerer().answer(question, [BEST, NEAR], RatedScorer({"Alpha": 0.9, "Beta": 0.85}))
+    lines = unsure.splitlines()[1:]
+    assert [line[-4:] for line in lines] == ["[E1]", "[E1]", "[E2]"]  # best passage first, then the close one
+    thin = item("E1", "Alpha passage. Rest and fluids are the usual care for this.")
+    padded = ExtractiveAnswerer().answer(question, [thin, NEAR], RatedScorer({"Alpha": 0.9, "Beta": 0.6}))
+    assert padded.splitlines()[1].endswith("[E1]") and padded.splitlines()[2].endswith("[E2]")
+
+
+def test_nothing_quotable_in_the_passages_worth_quoting_is_insufficient_evidence() -> None:
+    short = item("E1", "Rest. Fluids.")
+    reply = ExtractiveAnswerer().answer("How is it treated ?", [short, WRONG], RatedScorer({"Rest": 0.9}))
+    assert reply == "INSUFFICIENT EVIDENCE"
