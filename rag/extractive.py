@@ -36,7 +36,7 @@ _LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,2}[.)])\s+(.+)$")
 # A list flattened into running text ("These resources address X: - Gene Review: X - Genetic Testing Registry: X"),
 # as MedQuAD and other scraped corpora store them: a colon, then items separated by " - ".
 _INLINE_LIST = re.compile(r":\s+-\s+")
-_INLINE_ITEM = re.compile(r"\s+-\s+")
+_INLINE_ITEM = re.compile(r"(?<!\s)\s+-\s+")  # tried once per run of spaces: linear on a hostile run
 MIN_CHARS, MAX_CHARS = 30, 400
 
 

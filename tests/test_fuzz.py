@@ -30,6 +30,7 @@ from indexer.load.text import find_headings
 from rag.citations import CITATION_KEYS, parse_reply
 from rag.config import ChunkerSettings
 from rag.errors import ConfigError
+from rag.extractive import MAX_CHARS, evidence_units
 from rag.fusion import collapse, convex_combination, maximal_marginal_relevance, reciprocal_rank_fusion
 from rag.patient import Patient, load_patient
 from rag.privacy import scrub
@@ -404,6 +405,24 @@ def test_queries_are_printable_bounded_text_or_a_config_error(query: str) -> Non
     assert any(ch.isalnum() for ch in cleaned)
 
 
+LIST_TEXT = st.lists(
+    st.sampled_from(["Options", "include", "rest", "fluids", "Gene Review", "X", ":", " - ", "-", "  ", ". ", "\n"]),
+    max_size=40,
+).map("".join)
+
+
+@FUZZ
+@given(LIST_TEXT)
+def test_evidence_units_are_bounded_quotes_of_the_passage(text: str) -> None:
+    # Whatever the passage, each unit the extractive answer may quote is short enough and uses the passage's words
+    # in the passage's order (the support check accepts quotes on that basis).
+    words = re.findall(r"\w+", text.lower())
+    for _, unit in evidence_units(text):
+        assert len(unit) <= MAX_CHARS
+        unit_words = re.findall(r"\w+", unit.lower())
+        assert any(words[i : i + len(unit_words)] == unit_words for i in range(len(words) - len(unit_words) + 1))
+
+
 # --- inputs that once took quadratic time ------------------------------------------------------------------------
 
 N = 50_000
@@ -415,6 +434,8 @@ PATHOLOGICAL: list[tuple[str, Callable[[], object], float]] = [
     ("spaces in a cited passage", lambda: LexicalSupportChecker().score([("a 5 mg", "a" + " " * N + "b")]), 1.0),
     ("a long number list in a passage", lambda: LexicalSupportChecker().score([("5 mg", "1," * N + "x")]), 1.0),
     ("a 4 MB single-line text", lambda: split_sentences("Take rest. " * 400_000), 5.0),
+    ("spaces in a flattened list", lambda: evidence_units("Options: - a" + " " * N + "b - c"), 1.0),
+    ("a list of 50,000 items", lambda: evidence_units("Options: " + "- item " * N), 2.0),
 ]
 
 
