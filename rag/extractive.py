@@ -1,10 +1,11 @@
 """An answer built from the evidence's own sentences: no language model, nothing invented.
 
 Used when the configured generator is `extractive`, and as the fallback when a model's reply cannot be parsed
-or the model fails. Each suggestion is one evidence sentence with a preference for sentences that say what to do.
-With a trained scorer (the reranker) a sentence is chosen by how well it, read with its heading, answers the
-question, plus how well its passage does, so answers come from the best passages first; without one, by its
-similarity to the question (the embedder when there is one, word overlap otherwise).
+or the model fails. Each suggestion is one evidence sentence (or one list, when a list was flattened into the
+text) with a preference for sentences that say what to do. With a trained scorer (the reranker) a sentence is
+chosen by how well it, read with its heading, answers the question, plus how well its passage does; the best
+passage is quoted first, in its own order, and others only when it is thin or rated nearly as high. Without a
+scorer, by similarity to the question (the embedder when there is one, word overlap otherwise).
 """
 
 from __future__ import annotations
