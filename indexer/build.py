@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,11 @@ def remove_from_index(
 def _bundle_settings(directory: Path) -> IndexSettings:
     from rag.store import read_manifest
 
-    manifest = read_manifest(directory)
+    return manifest_settings(read_manifest(directory), directory)
+
+
+def manifest_settings(manifest: Mapping[str, Any], directory: Path) -> IndexSettings:
+    """The settings an index (a bundle or a sharded index) was built with, from its manifest."""
     try:
         return IndexSettings.model_validate(manifest["settings"])
     except (KeyError, ValueError) as exc:

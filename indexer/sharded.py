@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.assemble import Corpus, SourceLoader, assemble_corpus
-from indexer.build import _manifest, _open_cache, _term_counts, bm25_tokenizer, show_progress
+from indexer.build import _manifest, _open_cache, _term_counts, bm25_tokenizer, manifest_settings, show_progress
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
 from indexer.vectors import VectorStats, assemble_vectors
 from rag.config import IndexSettings
@@ -151,7 +151,7 @@ def add_to_sharded(
     directory = Path(index_dir)
     manifest = read_sharded_manifest(directory)
     paths = [Path(r["path"]) for r in manifest["sources"]] + [Path(s) for s in sources]
-    return _update(directory, _settings(manifest, directory), int(manifest["n_shards"]), embedder, progress,
+    return _update(directory, manifest_settings(manifest, directory), int(manifest["n_shards"]), embedder, progress,
                    ray_address, paths=paths, previous=manifest)  # fmt: skip
 
 
@@ -177,15 +177,8 @@ def remove_from_sharded(
     paths = [Path(p) for p in recorded if p not in dropped]
     if not paths:
         raise ConfigError("removing every source would leave an empty index; delete the folder instead")
-    return _update(directory, _settings(manifest, directory), int(manifest["n_shards"]), embedder, progress,
+    return _update(directory, manifest_settings(manifest, directory), int(manifest["n_shards"]), embedder, progress,
                    ray_address, paths=paths, previous=manifest, remove_docs=set(doc_ids))  # fmt: skip
-
-
-def _settings(manifest: dict[str, Any], directory: Path) -> IndexSettings:
-    try:
-        return IndexSettings.model_validate(manifest["settings"])
-    except (KeyError, ValueError) as exc:
-        raise BundleError(f"{directory}: sharded manifest has no usable settings ({exc}); rebuild the index") from exc
 
 
 def _update(

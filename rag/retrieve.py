@@ -58,6 +58,28 @@ class Reranker(Protocol):
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]: ...
 
 
+class RerankerOnFirstUse:
+    """The reranker given, else the one `name` names (rag.rerank.load_reranker), loaded on first use and once,
+    whichever thread asks first: a searcher that never reranks never loads a model."""
+
+    def __init__(self, given: Reranker | None, name: str) -> None:
+        self._reranker = given
+        self._name = name
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Reranker | None:
+        return self._reranker
+
+    def get(self) -> Reranker:
+        with self._lock:
+            if self._reranker is None:
+                from rag.rerank import load_reranker
+
+                self._reranker = load_reranker(self._name)
+            return self._reranker
+
+
 class BM25Retriever:
     name = "bm25"
 
@@ -196,9 +218,7 @@ class Searcher:
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
         self.absorbed = absorbed_documents(bundle) if absorbed is None else absorbed
-        # Loaded on the first reranked search (settings.reranker), so a plain search never loads a model.
-        self._reranker: Reranker | None = reranker
-        self._reranker_lock = threading.Lock()
+        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker)
         self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
         compressed = bundle.manifest.get("dense", {}).get("built_kind") == "ivfpq"
@@ -252,17 +272,12 @@ class Searcher:
     @property
     def loaded_reranker(self) -> Reranker | None:
         """The reranker if one was given or has been loaded (a reloaded searcher keeps it)."""
-        return self._reranker
+        return self._reranker.loaded
 
     @property
     def reranker(self) -> Reranker:
         """The reranker given at construction, else the one settings.reranker names (loaded once, here)."""
-        with self._reranker_lock:
-            if self._reranker is None:
-                from rag.rerank import load_reranker
-
-                self._reranker = load_reranker(self.settings.reranker)
-            return self._reranker
+        return self._reranker.get()
 
     def clear_caches(self) -> None:
         """Forget cached query vectors and filter masks (benchmarks time each mode from cold)."""

@@ -13,7 +13,6 @@ Filters are applied inside each shard before its retrievers rank, as in a single
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from rag.embed import Embedder, HashEmbedder, LazyEmbedder
 from rag.errors import BundleError, BundleMismatchError, ConfigError
 from rag.filters import Filters
 from rag.fusion import Fused, collapse, maximal_marginal_relevance
-from rag.retrieve import DenseRetriever, Mode, Reranker, Searcher, fuse, plan_search
+from rag.retrieve import DenseRetriever, Mode, Reranker, RerankerOnFirstUse, Searcher, fuse, plan_search
 from rag.shards import ShardedIndex, load_sharded
 from rag.store import load_bundle
 from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
@@ -151,8 +150,7 @@ class ShardedSearcher:
         self.settings = settings or RetrievalSettings()
         self.absorbed = index.absorbed
         self._fleet = _Fleet(index, ray_address)
-        self._reranker = reranker
-        self._reranker_lock = threading.Lock()
+        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker)
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
 
     @classmethod
@@ -212,12 +210,7 @@ class ShardedSearcher:
 
     @property
     def reranker(self) -> Reranker:
-        with self._reranker_lock:
-            if self._reranker is None:
-                from rag.rerank import load_reranker
-
-                self._reranker = load_reranker(self.settings.reranker)
-            return self._reranker
+        return self._reranker.get()
 
     def _query_vector(self, text: str) -> npt.NDArray[np.float32]:
         cached = self._vectors.get(text)
