@@ -2,7 +2,8 @@
 
     python benchmarks/bench_ask.py [--index indexes/demo] [--generator auto|local|llamacpp|openai|extractive]
         [--model M] [--base-url URL] [--no-rerank] [--int8]
-        [--max-new-tokens 128] [--adapter DIR|none] [--dtype bfloat16] [--evidence-k K] [--max-prompt-tokens N]
+        [--max-new-tokens 128] [--adapter DIR|none] [--dtype bfloat16] [--merged-weights f16|bf16]
+        [--evidence-k K] [--max-prompt-tokens N]
         [--json out.json]
 
 Builds the demo index if it is missing. Prints per-question timings, ask latency p50/p95, new tokens/s,
@@ -57,6 +58,7 @@ def main() -> int:
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    parser.add_argument("--merged-weights", choices=["f16", "bf16"], help="llama.cpp: the merged copy's type")
     parser.add_argument("--evidence-k", type=int, help="passages retrieved (default: the engine's)")
     parser.add_argument("--max-prompt-tokens", type=int, help="prompt budget (default: the engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -80,6 +82,7 @@ def main() -> int:
         "generator.adapter": args.adapter,
         "generator.threads": args.threads,
         "generator.dtype": args.dtype,
+        "generator.merged_weights": args.merged_weights,
         "answer.evidence_k": args.evidence_k,
         "answer.max_prompt_tokens": args.max_prompt_tokens,
     }

@@ -138,6 +138,10 @@ class GeneratorSettings(_Strict):
     # Weights of a local model. bfloat16 reads a prompt ~2.4x faster on CPUs with AVX512-BF16 or AMX (measured
     # on this project's machines); float32 is the reference every figure was first measured with.
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # llama.cpp: the 16-bit type of the small base's copy that the adapter is merged into (see
+    # rag/generators/lora_gguf.py). BF16 reads prompts faster than F16 on CPUs with AVX512-BF16 (measured in
+    # benchmarks/RESULTS.md, issue 16); F16 keeps three more mantissa bits.
+    merged_weights: Literal["f16", "bf16"] = "bf16"
     max_new_tokens: int = Field(128, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0: greedy decoding, reproducible
     # Local models: forbid a citation bracket as the first token of a numbered suggestion ("1. [E1]" carries no

@@ -100,8 +100,9 @@ def test_adapter_gives_the_same_labels_as_transformers(bare: LlamaCppGenerator, 
         chat = [ChatMessage("user", f"{item}\nAnswer yes, no or maybe.")]
         ours, theirs = llama.score_labels(chat, labels), torch_model.score_labels(chat, labels)  # type: ignore[attr-defined]
         assert ours.index(max(ours)) == theirs.index(max(theirs)), (item, ours, theirs)
-        # The adapter is merged into an F16 copy of the dequantised weights transformers runs in fp32 (measured
-        # gap 0.002-0.05 nat; the bare Q4_1 with 8-bit activations and a run-time LoRA was up to 1 nat off).
+        # The adapter is merged into a BF16 copy (the default) of the dequantised weights transformers runs in fp32
+        # (measured gap 0.02-0.19 nat; an F16 copy 0.01-0.05; the bare Q4_1 with 8-bit activations and a run-time
+        # LoRA was up to 1 nat off).
         assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 0.25
         adapted_gap += sum(abs(a - b) for a, b in zip(ours, theirs, strict=True))
         bare_gap += sum(abs(a - b) for a, b in zip(bare.score_labels(chat, labels), theirs, strict=True))
@@ -156,7 +157,8 @@ def test_a_damaged_merged_copy_names_the_file_to_delete(tmp_path: Path) -> None:
     from rag.config import PACKAGED_ADAPTER
     from rag.generators.lora_gguf import ensure_merged_gguf
 
-    merged = ensure_merged_gguf(PACKAGED_ADAPTER, smollm2_gguf(), tmp_path)
+    merged_type = GeneratorSettings().merged_weights
+    merged = ensure_merged_gguf(PACKAGED_ADAPTER, smollm2_gguf(), tmp_path, merged_type=merged_type)
     merged.write_bytes(merged.read_bytes()[:3_000_000])
     with pytest.raises(ModelLoadError, match=r"delete .*merged.*re-made on the next load"):
         load_generator(GeneratorSettings(kind="llamacpp", context_window=512), cache_dir=tmp_path)

@@ -11,10 +11,12 @@ import pytest
 from rag.errors import ModelLoadError
 from rag.generators.convert import gguf_file, packaged_gguf
 from rag.generators.lora_gguf import (
-    _requantise_f16,
+    MergedType,
+    _requantise_16bit,
     convert_lora,
     ensure_lora_gguf,
     ensure_merged_gguf,
+    load_merged_values,
     merge_lora,
     permute_rows,
 )
@@ -82,22 +84,30 @@ def test_adapters_llama_cpp_cannot_run_are_refused(tmp_path: Path) -> None:
         convert_lora(tmp_path / "empty", base_gguf(), tmp_path / "x.gguf")
 
 
-def test_merge_adds_the_scaled_update_to_an_f16_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("merged_type", ["f16", "bf16"])
+def test_merge_adds_the_scaled_update_to_a_16bit_copy(tmp_path: Path, merged_type: MergedType) -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'clinrag[llamacpp]')")
     tensors = write_adapter(tmp_path / "adapter")
-    merged = merge_lora(tmp_path / "adapter", base_gguf(), tmp_path / "merged.gguf")
+    merged = merge_lora(tmp_path / "adapter", base_gguf(), tmp_path / "merged.gguf", merged_type=merged_type)
     reference = tmp_path / "reference.gguf"
-    _requantise_f16(base_gguf(), reference)
-    before = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(str(reference)).tensors}
-    after = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(str(merged)).tensors}
+    _requantise_16bit(base_gguf(), reference, merged_type)
+    before = {t.name: load_merged_values(t) for t in gguf.GGUFReader(str(reference)).tensors}
+    after_tensors = gguf.GGUFReader(str(merged)).tensors
+    after = {t.name: load_merged_values(t) for t in after_tensors}
     assert set(before) == set(after)
+    wanted = gguf.GGMLQuantizationType.BF16 if merged_type == "bf16" else gguf.GGMLQuantizationType.F16
+    assert {t.tensor_type for t in after_tensors if t.name.endswith("attn_q.weight")} == {wanted}
     prefix = "base_model.model.model.layers.18.self_attn"
     scale = 8 / 2  # lora_alpha / r
     for module, name, heads in (("v_proj", "blk.18.attn_v.weight", None), ("q_proj", "blk.18.attn_q.weight", 9)):
         a = tensors[f"{prefix}.{module}.lora_A.weight"].astype(np.float32)
         b = tensors[f"{prefix}.{module}.lora_B.weight"].astype(np.float32)
         delta = scale * ((permute_rows(b, heads) if heads else b) @ a)
-        assert np.allclose(after[name], before[name] + delta, atol=0.02 + 1e-3 * np.abs(delta).max())
+        expected = before[name] + delta
+        # one rounding to the stored type: half an ulp of 10 (f16) or 7 (bf16) mantissa bits, relative
+        relative = 2.0 ** (-11 if merged_type == "f16" else -8)
+        assert np.all(np.abs(after[name] - expected) <= relative * np.abs(expected) + 1e-6)
+        assert not np.allclose(after[name], before[name])  # the update was applied, not lost to rounding
     untouched = [n for n in before if n not in ("blk.18.attn_v.weight", "blk.18.attn_q.weight")]
     assert all(np.array_equal(before[n], after[n]) for n in untouched)
 

