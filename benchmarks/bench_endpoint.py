@@ -28,13 +28,13 @@ def free_port() -> int:
 
 
 def served_model() -> Path:
-    from rag.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, IndexSettings, default_cache_dir
+    from rag.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, GeneratorSettings, IndexSettings, default_cache_dir
     from rag.generators.llamacpp import resolve_gguf
     from rag.generators.lora_gguf import ensure_merged_gguf
 
     cache = default_cache_dir(IndexSettings())
     base, _ = resolve_gguf(DEFAULT_GENERATOR, cache)
-    return ensure_merged_gguf(PACKAGED_ADAPTER, base, cache)
+    return ensure_merged_gguf(PACKAGED_ADAPTER, base, cache, merged_type=GeneratorSettings().merged_weights)
 
 
 def wait_for(base_url: str, process: subprocess.Popen[bytes], timeout_s: float = 90) -> None:

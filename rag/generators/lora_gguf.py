@@ -117,7 +117,7 @@ def load_merged_values(tensor: Any) -> npt.NDArray[np.float32]:
 
     if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
         rows = np.ascontiguousarray(tensor.data)
-        return BF16.dequantize_blocks(rows).reshape(rows.shape[0], -1)
+        return BF16.dequantize_blocks(rows).reshape(*rows.shape[:-1], -1)
     return np.asarray(tensor.data, dtype=np.float32)
 
 
