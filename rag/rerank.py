@@ -18,8 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from rag.config import RerankDtype
 from rag.crossenc.listwise import rank_feature
-from rag.crossenc.model import CrossEncoder, strip_control
+from rag.crossenc.model import CrossEncoder, native_bf16, strip_control
 from rag.types import Evidence, RetrieverHit
 
 PACKAGED_RERANKER = "minilm-medquad-v1"
@@ -46,21 +47,25 @@ class CrossEncoderReranker:
     keeps the fused order where it cannot tell the passages apart.
     """
 
-    def __init__(self, model: CrossEncoder, name: str = "cross-encoder", batch_size: int = 32) -> None:
+    def __init__(
+        self, model: CrossEncoder, name: str = "cross-encoder", batch_size: int = 32, *, bf16: bool = False
+    ) -> None:
         if tuple(model.config.labels) != RELEVANCE_LABELS:
             raise ValueError(f"a reranker needs labels {RELEVANCE_LABELS}, this model has {model.config.labels}")
         self.model = model
         self.name = name
         self.batch_size = batch_size
+        self.bf16 = bf16
 
     @classmethod
-    def load(cls, folder: str | Path) -> CrossEncoderReranker:
+    def load(cls, folder: str | Path, *, dtype: RerankDtype = "float32") -> CrossEncoderReranker:
         from rag.errors import ConfigError
 
         path = Path(folder)
         model = CrossEncoder.load(path)
+        bf16 = dtype == "bfloat16" or (dtype == "auto" and native_bf16())
         try:
-            return cls(model, name=f"cross-encoder:{path.name}")
+            return cls(model, name=f"cross-encoder:{path.name}", bf16=bf16)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}; give a folder written by `clinrag train reranker`") from exc
 
@@ -76,7 +81,7 @@ class CrossEncoderReranker:
 
     def _margins(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         cleaned = [(clean_text(a), clean_text(b)) for a, b in pairs]
-        return [float(m) for m in self.model.margins(cleaned, batch_size=self.batch_size)]
+        return [float(m) for m in self.model.margins(cleaned, batch_size=self.batch_size, bf16=self.bf16)]
 
 
 def _sigmoid(x: float) -> float:
@@ -133,8 +138,9 @@ def packaged_reranker_path() -> Path:
     return Path(str(resources.files("rag") / "data" / "rerankers" / PACKAGED_RERANKER))
 
 
-def load_reranker(value: str) -> CrossEncoderReranker:
-    """The packaged reranker for "default"; otherwise a folder written by `clinrag train reranker`."""
+def load_reranker(value: str, *, dtype: RerankDtype = "float32") -> CrossEncoderReranker:
+    """The packaged reranker for "default"; otherwise a folder written by `clinrag train reranker`. `dtype`:
+    "auto" computes in bfloat16 where the CPU does so natively (retrieval.rerank_dtype)."""
     if value == "default" and not packaged_reranker_path().is_dir():
         from rag.errors import ConfigError
 
@@ -143,4 +149,5 @@ def load_reranker(value: str) -> CrossEncoderReranker:
             "clinrag, or train one with `clinrag train reranker --out DIR` and pass it as --reranker DIR "
             "(retrieval.reranker)"
         )
-    return CrossEncoderReranker.load(packaged_reranker_path() if value == "default" else Path(value).expanduser())
+    folder = packaged_reranker_path() if value == "default" else Path(value).expanduser()
+    return CrossEncoderReranker.load(folder, dtype=dtype)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rag.config import IndexSettings, RetrievalSettings
+from rag.config import IndexSettings, RerankDtype, RetrievalSettings
 from rag.dense import faiss_ids, filtered_search_parameters
 from rag.embed import Embedder, LazyEmbedder
 from rag.errors import BundleMismatchError, ConfigError
@@ -62,9 +62,10 @@ class RerankerOnFirstUse:
     """The reranker given, else the one `name` names (rag.rerank.load_reranker), loaded on first use and once,
     whichever thread asks first: a searcher that never reranks never loads a model."""
 
-    def __init__(self, given: Reranker | None, name: str) -> None:
+    def __init__(self, given: Reranker | None, name: str, dtype: RerankDtype = "float32") -> None:
         self._reranker = given
         self._name = name
+        self._dtype = dtype
         self._lock = threading.Lock()
 
     @property
@@ -76,7 +77,7 @@ class RerankerOnFirstUse:
             if self._reranker is None:
                 from rag.rerank import load_reranker
 
-                self._reranker = load_reranker(self._name)
+                self._reranker = load_reranker(self._name, dtype=self._dtype)
             return self._reranker
 
 
@@ -218,7 +219,7 @@ class Searcher:
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
         self.absorbed = absorbed_documents(bundle) if absorbed is None else absorbed
-        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker)
+        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker, self.settings.rerank_dtype)
         self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
         compressed = bundle.manifest.get("dense", {}).get("built_kind") == "ivfpq"

@@ -150,7 +150,7 @@ class ShardedSearcher:
         self.settings = settings or RetrievalSettings()
         self.absorbed = index.absorbed
         self._fleet = _Fleet(index, ray_address)
-        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker)
+        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker, self.settings.rerank_dtype)
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
 
     @classmethod

@@ -11,7 +11,7 @@ import pytest
 
 from indexer import build_index
 from rag.config import IndexSettings, RetrievalSettings
-from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
+from rag.crossenc.model import CrossEncoder, CrossEncoderConfig, native_bf16
 from rag.embed import HashEmbedder
 from rag.errors import ConfigError
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
@@ -134,6 +134,37 @@ def test_packaged_reranker_loads_with_its_learnt_prior() -> None:
     question = "What are the treatments for cystitis ?"
     scores = reranker.score([(question, f"Cystitis > Treatment\n{TREAT}"), (question, "Asthma > Symptoms\nWheeze.")])
     assert scores[0] > scores[1]
+
+
+def test_bfloat16_reranking_keeps_the_float32_order() -> None:
+    exact = load_reranker("default", dtype="float32")
+    fast = load_reranker("default", dtype="bfloat16")
+    assert not exact.bf16 and fast.bf16
+    question = "What are the treatments for cystitis ?"
+    passages = [
+        f"Cystitis > Treatment\n{TREAT}",
+        "Cystitis > Symptoms\nCystitis causes burning on urination and frequent urge to pass urine.",
+        "Asthma > Treatment\nInhaled budesonide-formoterol relieves asthma symptoms as needed.",
+        "Hypertension > Treatment\nThiazide diuretics lower blood pressure in adults.",
+    ]
+    pairs = [(question, p) for p in passages]
+    a, b = exact.model.margins(pairs), fast.model.margins(pairs, bf16=True)
+    assert list(a.argsort()) == list(b.argsort())
+    assert abs(a - b).max() < 0.5 and not (a == b).all()  # rounded arithmetic, not the float32 path again
+
+
+def test_native_bf16_reads_the_cpu_flags() -> None:
+    assert native_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16("processor : 0\nFeatures : fp asimd sve bf16 i8mm\n")
+    assert not native_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw\n")
+    assert not native_bf16("model name : avx512_bf16 in a name is not a flag\n")
+    assert not native_bf16("")
+
+
+def test_rerank_dtype_is_checked() -> None:
+    assert RetrievalSettings().rerank_dtype == "auto"
+    with pytest.raises(ValueError, match="rerank_dtype"):
+        RetrievalSettings(rerank_dtype="int8")  # type: ignore[arg-type]
 
 
 def test_cross_encoder_reranker_defined_scores_on_bad_input(tiny_base: Path, tmp_path: Path) -> None:
