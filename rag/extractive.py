@@ -131,12 +131,12 @@ class ExtractiveAnswerer:
         order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
         if passage:
             order.sort(key=lambda i: -passage[candidates[i].rank])  # stable: best passage first, best units within
+        close = self.second_passage * max(passage, default=0.0)  # a passage rated this high is quoted as well
         for index in order:
             unit = candidates[index]
             if used.get(unit.key, 0) >= self.per_passage or any(unit.sentence == c.sentence for c in chosen):
                 continue
-            close = passage and passage[unit.rank] >= self.second_passage * max(passage)
-            if passage and unit.key not in used and len(chosen) >= 2 and not close:
+            if passage and unit.key not in used and len(chosen) >= 2 and passage[unit.rank] < close:
                 break  # passages come best first: every later one is rated lower still
             chosen.append(unit)
             used[unit.key] = used.get(unit.key, 0) + 1

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from rag.config import RerankDtype
+from rag.cpu import native_bf16
 from rag.crossenc.listwise import rank_feature
-from rag.crossenc.model import CrossEncoder, native_bf16, strip_control
+from rag.crossenc.model import CrossEncoder, strip_control
 from rag.types import Evidence, RetrieverHit
 
 PACKAGED_RERANKER = "minilm-medquad-v1"

@@ -11,7 +11,8 @@ import pytest
 
 from indexer import build_index
 from rag.config import IndexSettings, RetrievalSettings
-from rag.crossenc.model import CrossEncoder, CrossEncoderConfig, native_bf16
+from rag.cpu import native_bf16
+from rag.crossenc.model import CrossEncoder, CrossEncoderConfig
 from rag.embed import HashEmbedder
 from rag.errors import ConfigError
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_groups

@@ -267,16 +267,3 @@ def read_artefact(folder: str | Path) -> tuple[CrossEncoderConfig, Path]:
         raise ConfigError(f"{weights}: checksum does not match {CONFIG_NAME} (corrupt or replaced); {fix}")
     return config, weights
 
-
-def native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX; Arm's bf16), read from Linux's
-    /proc/cpuinfo; False where that cannot be read. Elsewhere bfloat16 is emulated and slower than float32."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    flags = set(re.findall(r"[a-z0-9_]+", " ".join(
-        line.split(":", 1)[1] for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() in ("flags", "Features")
-    )))  # fmt: skip
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rag.cpu import cpu_flags, read_cpuinfo
 from rag.errors import ConfigError
 
 CARD_FORMAT = "clinrag-training-card/1"
@@ -46,12 +47,11 @@ class TrainingCard:
 
 def _cpu_model() -> str:
     """CPU model and bf16 support: the same recipe trained in 34 min on one 2-core machine, 17 on another."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    info = read_cpuinfo()
+    if info is None:
         return platform.processor()
     name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags(info)
     extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     return " ".join([name or platform.processor(), *extras]).strip()
 

@@ -106,19 +106,25 @@ def _plus_delta(data: npt.NDArray[Any], delta: npt.NDArray[np.float32], merged_t
         return (data.astype(np.float32) + delta).astype(np.float16)
     from gguf.quants import BF16
 
-    weights = BF16.dequantize_blocks(np.ascontiguousarray(data)).reshape(delta.shape)
-    return BF16.quantize_blocks(np.ascontiguousarray(weights + delta, dtype=np.float32)).reshape(data.shape)
+    weights = _bf16_values(data) + delta
+    return BF16.quantize_blocks(np.ascontiguousarray(weights, dtype=np.float32)).reshape(data.shape)
 
 
 def load_merged_values(tensor: Any) -> npt.NDArray[np.float32]:
     """A 16-bit GGUF tensor's values as float32 (F16 or BF16), for checks and tests."""
     import gguf
-    from gguf.quants import BF16
 
     if tensor.tensor_type == gguf.GGMLQuantizationType.BF16:
-        rows = np.ascontiguousarray(tensor.data)
-        return BF16.dequantize_blocks(rows).reshape(*rows.shape[:-1], -1)
+        return _bf16_values(tensor.data)
     return np.asarray(tensor.data, dtype=np.float32)
+
+
+def _bf16_values(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """BF16 tensor bytes (two per value along the last axis, as GGUFReader maps them) as float32 values."""
+    from gguf.quants import BF16
+
+    rows = np.ascontiguousarray(raw)
+    return np.asarray(BF16.dequantize_blocks(rows), dtype=np.float32).reshape(*rows.shape[:-1], -1)
 
 
 def _requantise_16bit(base_gguf: Path, out: Path, merged_type: MergedType) -> None:
