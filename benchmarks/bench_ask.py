@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--merged-weights", choices=["f16", "bf16"], help="llama.cpp: the merged copy's type")
+    parser.add_argument("--draft-tokens", type=int, help="llama.cpp: tokens guessed from the prompt (0: off)")
     parser.add_argument("--evidence-k", type=int, help="passages retrieved (default: the engine's)")
     parser.add_argument("--max-prompt-tokens", type=int, help="prompt budget (default: the engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -83,6 +84,7 @@ def main() -> int:
         "generator.threads": args.threads,
         "generator.dtype": args.dtype,
         "generator.merged_weights": args.merged_weights,
+        "generator.draft_tokens": args.draft_tokens,
         "answer.evidence_k": args.evidence_k,
         "answer.max_prompt_tokens": args.max_prompt_tokens,
     }
@@ -109,6 +111,7 @@ def main() -> int:
             "fallback": answer.fallback is not None,
             "dropped_citations": len(answer.dropped_citations),
             "removed": len(answer.removed_suggestions),
+            "reply": answer.raw_output,
         })  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     seconds = np.array([r["seconds"] for r in rows])

@@ -151,6 +151,11 @@ class GeneratorSettings(_Strict):
     # Local models: forbid a citation bracket as the first token of a numbered suggestion ("1. [E1]" carries no
     # claim; small models fall into it under greedy decoding). Nothing the reply grammar allows is excluded.
     guard_suggestions: bool = True
+    # llama.cpp, greedy decoding: up to this many tokens guessed from the prompt (what followed the reply's last
+    # words there) and checked in one batch with the next token (rag/generators/lookup_decode.py); 0: one token at
+    # a time. None: 8 for models under 500M parameters, 0 above: on 2 cores a batch of 9 tokens costs 2.3 steps of
+    # the 135M but 5.8 of the 1.5B Qwen (benchmarks/RESULTS.md, issue 16).
+    draft_tokens: int | None = Field(None, ge=0, le=64)
     context_window: int | None = Field(None, ge=256)  # None: what the model declares
     base_url: str | None = None  # e.g. http://localhost:8000/v1 (kind = "openai")
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this environment variable, never from a file

@@ -55,11 +55,43 @@ def test_greedy_generation_is_reproducible_and_stops(bare: LlamaCppGenerator) ->
     assert bare.count_tokens("hello world") >= 2 and bare.name.startswith("llamacpp:")
 
 
+def test_guessed_tokens_save_steps_and_replies_do_not_depend_on_the_cache(
+    bare: LlamaCppGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag.generators import lookup_decode
+
+    passage = "Nitrofurantoin 100 mg twice daily for 5 days is first-line for uncomplicated cystitis in women."
+    system = ChatMessage("system", "You repeat the user's message word for word.")
+    chat, other = [system, ChatMessage("user", passage)], [system, ChatMessage("user", "Something else entirely.")]
+    steps: list[int] = []
+    decode_batch = lookup_decode._decode_batch
+    monkeypatch.setattr(lookup_decode, "_decode_batch", lambda llama, tokens: steps.append(len(tokens))
+                        or decode_batch(llama, tokens))  # fmt: skip
+    assert bare._draft_tokens == 8  # on by default for a model this small
+    guessed = bare.generate(chat, max_new_tokens=40)
+    assert guessed.new_tokens >= 10 and "Nitrofurantoin" in guessed.text  # a word of the prompt, copied
+    assert len(steps) < guessed.new_tokens and max(steps) > 1  # guesses kept: fewer model steps than tokens
+    # the same reply whatever the previous call left in the cache: a prefix, other logits, nothing shared
+    for previous in (lambda: bare.score_labels(chat, ["yes"]), lambda: bare.generate(other, max_new_tokens=4)):
+        previous()
+        assert bare.generate(chat, max_new_tokens=40).text == guessed.text
+    monkeypatch.setattr(bare, "_draft_tokens", 0)
+    steps.clear()
+    plain = bare.generate(chat, max_new_tokens=40)
+    assert set(steps) == {1} and plain.finish_reason in ("stop", "length")
+    bare.generate(other, max_new_tokens=4)
+    assert bare.generate(chat, max_new_tokens=40).text == plain.text
+    monkeypatch.setattr(bare, "_draft_tokens", 8)
+    assert bare.generate(chat, max_new_tokens=40, stop=["cystitis"]).text == guessed.text.split("cystitis")[0]
+
+
 def test_label_scores_are_log_probabilities(bare: LlamaCppGenerator) -> None:
     chat = [ChatMessage("user", "Is the sky blue on a clear day? Answer yes or no.")]
     scores = bare.score_labels(chat, ["yes", "no", "maybe not"])
     assert len(scores) == 3 and all(s < 0 for s in scores) and len(set(scores)) == 3
     assert scores == bare.score_labels(chat, ["yes", "no", "maybe not"])  # the cache is reset between calls
+    bare.generate([ChatMessage("user", "Is it?")], max_new_tokens=3)
+    assert scores == bare.score_labels(chat, ["yes", "no", "maybe not"])  # whatever was cached before
     with pytest.raises(ValueError, match="empty label"):
         bare.score_labels(chat, ["yes", ""])
 
