@@ -60,6 +60,7 @@ def main() -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--merged-weights", choices=["f16", "bf16"], help="llama.cpp: the merged copy's type")
     parser.add_argument("--draft-tokens", type=int, help="llama.cpp: tokens guessed from the prompt (0: off)")
+    parser.add_argument("--template", help="answer template in prompts/templates.toml (default: the engine's)")
     parser.add_argument("--evidence-k", type=int, help="passages retrieved (default: the engine's)")
     parser.add_argument("--max-prompt-tokens", type=int, help="prompt budget (default: the engine's)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -86,6 +87,7 @@ def main() -> int:
         "generator.merged_weights": args.merged_weights,
         "generator.draft_tokens": args.draft_tokens,
         "answer.evidence_k": args.evidence_k,
+        "answer.template": args.template,
         "answer.max_prompt_tokens": args.max_prompt_tokens,
     }
     settings = with_overrides(Settings(), {k: v for k, v in overrides.items() if v is not None})

@@ -20,6 +20,8 @@ _KEYS = re.compile(r"\[\s*(E\s*\d+(?:\s*[,;]\s*E?\s*\d+)*)\s*\]", re.IGNORECASE)
 CITATION_KEYS = _KEYS
 _NUMERIC_KEYS = re.compile(r"\[\s*(\d{1,2}(?:\s*[,;]\s*\d{1,2})*)\s*\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+# The prompt's own markup copied into a reply: the evidence tags around a quote, the format's "<suggestion>"
+_MARKUP = re.compile(r"</?\s*(?:evidence|suggestion)\b[^>]*>", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ def parse_reply(text: str) -> ParsedReply:
     suggestions = []
     for item in items:
         keys = _citations(item, numeric)
-        clean = _strip_keys(item, numeric)
-        if clean:
+        clean = _strip_keys(_MARKUP.sub(" ", item), numeric)
+        if clean and not clean.endswith(":"):  # a heading or a lead-in with nothing after it says nothing
             suggestions.append(ParsedSuggestion(clean, keys))
     usable = bool(suggestions) and any(s.citations for s in suggestions)
     return ParsedReply(tuple(suggestions), abstained=False, usable=usable, numeric_keys=numeric)

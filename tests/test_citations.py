@@ -36,3 +36,13 @@ def test_unusable_replies() -> None:
     assert not parse_reply("").usable
     assert not parse_reply("I think you should rest and drink water.").usable
     assert not parse_reply("1. Rest\n2. Fluids").usable  # a list, but nothing is cited
+
+
+def test_the_prompts_markup_copied_into_a_reply_is_not_a_suggestion() -> None:
+    reply = (
+        'SUGGESTIONS:\n1. <evidence key="E2" source="GOLD" year="2024">Refer when the diagnosis is uncertain.'
+        "</evidence> [E2]\n2. <suggestion> [E1][E3]\n3. <suggestion>Target blood pressure: <suggestion> [E1]"
+    )
+    parsed = parse_reply(reply)
+    assert [(s.text, s.citations) for s in parsed.suggestions] == [("Refer when the diagnosis is uncertain.", ("E2",))]
+    assert not parse_reply("SUGGESTIONS:\n1. <suggestion> [E1]\n2. First-line options: [E2]").usable
