@@ -144,6 +144,8 @@ class Engine:
         if weak:
             return self._abstain(text, weak, evidence_items(evidence), timings, started)
 
+        if self.generator is not None:
+            evidence = _rated_near_best(evidence, self.extractive.passage_floor)
         mark = time.perf_counter()
         prompt = self._render(text, evidence, patient)
         timings["prompt"] = time.perf_counter() - mark
@@ -403,6 +405,20 @@ def evidence_items(evidence: Sequence[Evidence]) -> list[EvidenceItem]:
     from rag.prompts import evidence_item
 
     return [evidence_item(f"E{i}", e) for i, e in enumerate(evidence, 1)]
+
+
+def _rated_near_best(evidence: list[Evidence], floor: float) -> list[Evidence]:
+    """The reranked passages rated at least `floor` x the best one's probability (all of them when not reranked).
+
+    A passage the reranker rates far below the best is about something else; a small model shown it may quote it
+    (the demo's cystitis answer quoted an H. pylori regimen from the third passage), and the support check cannot
+    object: the quote is in the passage it cites. The extractive answer applies the same floor to what it quotes.
+    """
+    scores = [e.retrievers["rerank"].score if "rerank" in e.retrievers else None for e in evidence]
+    if not evidence or any(score is None for score in scores):
+        return evidence
+    best = max(s for s in scores if s is not None)
+    return [e for e, s in zip(evidence, scores, strict=True) if s is not None and s >= floor * best]
 
 
 def _pair_scorer(searcher: Searcher) -> PairScorer | None:
