@@ -210,6 +210,10 @@ class AnswerSettings(_Strict):
     # Rerank the evidence before the generator (and the extractive answerer) sees it; the extractive answerer
     # then also picks its sentences with the reranker (the packaged one, or retrieval.reranker).
     rerank: bool = True
+    # With reranking: passages rated below this share of the best one's probability are neither shown to a model
+    # nor quoted by the extractive answer (they are about something else; 0: keep all). 0.5 chosen on treatment
+    # questions 140-239 for the extractive answer; a model gets the same since issue 15/16 (benchmarks/RESULTS.md).
+    passage_floor: float = Field(0.5, ge=0.0, le=1.0)
     expand_query_with_patient: bool = True  # add the patient's conditions to the retrieval query
     fallback_to_extractive: bool = True  # when the model's reply cannot be parsed or nothing in it is supported
     # Prompts and answers are written nowhere unless a log file is named; even then patient text is scrubbed.

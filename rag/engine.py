@@ -70,7 +70,7 @@ class Engine:
         self.settings = settings
         self.checker = checker
         self.template = template
-        self.extractive = ExtractiveAnswerer(embedder)
+        self.extractive = ExtractiveAnswerer(embedder, passage_floor=settings.answer.passage_floor)
 
     @classmethod
     def load(
@@ -145,7 +145,7 @@ class Engine:
             return self._abstain(text, weak, evidence_items(evidence), timings, started)
 
         if self.generator is not None:
-            evidence = _rated_near_best(evidence, self.extractive.passage_floor)
+            evidence = _rated_near_best(evidence, answer_settings.passage_floor)
         mark = time.perf_counter()
         prompt = self._render(text, evidence, patient)
         timings["prompt"] = time.perf_counter() - mark

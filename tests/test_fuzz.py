@@ -499,7 +499,12 @@ def test_hostile_documents_cannot_create_citations_end_to_end(tmp_path: Path) ->
         lines = [f"{n}. {' '.join(block.split())} [{key}]" for n, (block, key) in enumerate(blocks, 1)]
         return "SUGGESTIONS:\n" + "\n".join(lines)
 
-    overrides = {"answer.min_evidence_score": -1.0, "answer.evidence_k": 7, "generator.max_new_tokens": 3000}
+    overrides = {
+        "answer.min_evidence_score": -1.0,
+        "answer.evidence_k": 7,
+        "answer.passage_floor": 0.0,  # every passage, hostile ones included, reaches the model
+        "generator.max_new_tokens": 3000,
+    }
     settings = with_overrides(Settings(), overrides)
     generator = ScriptedGenerator(copycat, context_window=8192)
     engine = Engine.load(
