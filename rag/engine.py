@@ -414,11 +414,10 @@ def _rated_near_best(evidence: list[Evidence], floor: float) -> list[Evidence]:
     (the demo's cystitis answer quoted an H. pylori regimen from the third passage), and the support check cannot
     object: the quote is in the passage it cites. The extractive answer applies the same floor to what it quotes.
     """
-    scores = [e.retrievers["rerank"].score if "rerank" in e.retrievers else None for e in evidence]
-    if not evidence or any(score is None for score in scores):
+    if not evidence or not all("rerank" in e.retrievers for e in evidence):
         return evidence
-    best = max(s for s in scores if s is not None)
-    return [e for e, s in zip(evidence, scores, strict=True) if s is not None and s >= floor * best]
+    best = max(e.retrievers["rerank"].score for e in evidence)
+    return [e for e in evidence if e.retrievers["rerank"].score >= floor * best]
 
 
 def _pair_scorer(searcher: Searcher) -> PairScorer | None:

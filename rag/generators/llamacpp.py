@@ -124,18 +124,17 @@ class LlamaCppGenerator:
         """Greedy decoding with guesses looked up in the prompt (`lookup_decode`); the prompt's cached prefix kept."""
         llama = self._llama
         _read_prompt(llama, prompt)
-        guard = self._guard_fn(len(prompt))
-        prompt_ids = np.asarray(prompt, dtype=np.intc)
+        guard = self._guard_fn(0)  # given the reply alone: the prompt need not be copied in front of it per token
 
         def pick(reply: list[int], logits: Any) -> int:
             if guard is not None:
-                logits = guard(np.concatenate([prompt_ids, np.asarray(reply, dtype=np.intc)]), logits)
+                logits = guard(np.asarray(reply, dtype=np.intc), logits)
             return int(np.argmax(logits))
 
         def done(reply: list[int]) -> bool:
-            return bool(strings) and any(s in self._decode(reply[-window:]) for s in strings)
+            return self._at_stop(reply, strings, window)
 
-        return greedy_with_lookup(llama, len(prompt), _last_logits(llama), pick=pick, is_end=self._eos.__contains__,
+        return greedy_with_lookup(llama, prompt, _last_logits(llama), pick=pick, is_end=self._eos.__contains__,
                                   done=done, draft_tokens=self._draft_tokens, budget=budget)  # fmt: skip
 
     def _sampled(
@@ -149,19 +148,22 @@ class LlamaCppGenerator:
             from llama_cpp import LogitsProcessorList
 
             processors = LogitsProcessorList([guard])
-        tokens = self._llama.generate(prompt, temp=temperature, top_k=1 if temperature == 0 else 0, top_p=1.0,
-                                      min_p=0.0, repeat_penalty=1.0, reset=True,
-                                      logits_processor=processors)  # fmt: skip
+        tokens = self._llama.generate(prompt, temp=temperature, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                      reset=True, logits_processor=processors)  # fmt: skip
         new: list[int] = []
         for token in tokens:
             if int(token) in self._eos:
                 return new, True
             new.append(int(token))
-            if strings and any(s in self._decode(new[-window:]) for s in strings):
+            if self._at_stop(new, strings, window):
                 return new, True
             if len(new) >= budget:
                 break
         return new, False
+
+    def _at_stop(self, new: list[int], strings: list[str], window: int) -> bool:
+        """Whether the reply's last characters (a window as long as the longest stop string) hold a stop string."""
+        return bool(strings) and any(s in self._decode(new[-window:]) for s in strings)
 
     def _decode(self, ids: list[int]) -> str:
         return bytes(self._llama.detokenize(ids)).decode("utf-8", errors="ignore")

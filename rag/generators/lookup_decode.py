@@ -57,7 +57,7 @@ class NgramDrafter:
 
 def greedy_with_lookup(
     llama: Any,
-    prompt_length: int,
+    prompt: Sequence[int],
     first_logits: Any,
     *,
     pick: Pick,
@@ -68,11 +68,11 @@ def greedy_with_lookup(
 ) -> tuple[list[int], bool]:
     """Decode after an already evaluated prompt; returns (reply tokens, stopped at an end token or stop string).
 
-    `llama` is a llama_cpp.Llama whose context holds the prompt (n_tokens == prompt_length) and `first_logits` the
-    logits after it. Guesses come from `NgramDrafter` over the prompt and the reply; `draft_tokens` = 0 decodes
-    one token at a time.
+    `llama` is a llama_cpp.Llama whose context holds `prompt` and `first_logits` the logits after it. Guesses come
+    from `NgramDrafter` over the prompt and the reply; `draft_tokens` = 0 decodes one token at a time.
     """
-    drafter = NgramDrafter(list(llama.input_ids[:prompt_length]))
+    prompt_length = len(prompt)
+    drafter = NgramDrafter(prompt)
     reply: list[int] = []
     pending = pick(reply, first_logits)
     while True:
@@ -86,15 +86,15 @@ def greedy_with_lookup(
             return reply, False
         guesses = drafter.draft(min(draft_tokens, budget - len(reply)))
         rows = _decode_batch(llama, [pending, *guesses])
-        pending = -1
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows):  # one row more than guesses: the last always sets `pending`
             chosen = pick(reply, row)
             if i < len(guesses) and chosen == guesses[i] and not is_end(chosen):
                 reply.append(chosen)
                 drafter.append(chosen)
-                if done(reply) or len(reply) >= budget:
+                stopped = done(reply)
+                if stopped or len(reply) >= budget:
                     _keep(llama, prompt_length + len(reply))
-                    return reply, done(reply)
+                    return reply, stopped
                 continue
             pending = chosen
             break
