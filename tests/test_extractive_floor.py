@@ -116,3 +116,38 @@ def test_nothing_quotable_in_the_passages_worth_quoting_is_insufficient_evidence
     short = item("E1", "Rest. Fluids.")
     reply = ExtractiveAnswerer().answer("How is it treated ?", [short, WRONG], RatedScorer({"Rest": 0.9}))
     assert reply == "INSUFFICIENT EVIDENCE"
+
+
+class FlatScorer:
+    """Every passage alike; list items score by a fixed table (the later items a little higher), other text low."""
+
+    name = "flat"
+
+    def __init__(self, items: dict[str, float]) -> None:
+        self.items = items
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        return [self._one(text) for _, text in pairs]
+
+    def _one(self, text: str) -> float:
+        return next((v for k, v in self.items.items() if k in text), 0.9 if len(text) > 200 else 0.1)
+
+
+OPTIONS = item(
+    "E1",
+    "## First-line treatment\n\nFirst-line options are:\n\n- Drug alpha 100 mg twice daily for 5 days.\n"
+    "- Drug beta 160 mg twice daily for 3 days.\n- Drug gamma 3 g as a single dose.\n"
+    "- Drug delta 400 mg twice daily for 3 days.\n",
+)
+
+
+def test_a_guideline_list_keeps_its_order_where_the_scorer_nearly_ties() -> None:
+    # The scorer prefers the last items by less than the list prior: the first two options are quoted, in order.
+    scorer = FlatScorer({"alpha": 0.50, "beta": 0.55, "gamma": 0.56, "delta": 0.58})
+    reply = ExtractiveAnswerer(max_suggestions=2).answer("What is the first-line treatment?", [OPTIONS], scorer=scorer)
+    assert reply.index("alpha") < reply.index("beta") and "gamma" not in reply and "delta" not in reply
+    # Without the prior the scorer's preference alone decides; a clear preference still wins with it.
+    unordered = ExtractiveAnswerer(max_suggestions=2, list_penalty=0.0)
+    assert "alpha" not in unordered.answer("What is the first-line treatment?", [OPTIONS], scorer=scorer)
+    clear = FlatScorer({"alpha": 0.2, "beta": 0.55, "gamma": 0.56, "delta": 0.58})
+    assert "alpha" not in ExtractiveAnswerer(max_suggestions=2).answer("What?", [OPTIONS], scorer=clear)

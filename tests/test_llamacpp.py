@@ -64,8 +64,8 @@ def test_guessed_tokens_save_steps_and_replies_do_not_depend_on_the_cache(
     system = ChatMessage("system", "You repeat the user's message word for word.")
     chat, other = [system, ChatMessage("user", passage)], [system, ChatMessage("user", "Something else entirely.")]
     steps: list[int] = []
-    decode_batch = lookup_decode._decode_batch
-    monkeypatch.setattr(lookup_decode, "_decode_batch", lambda llama, tokens: steps.append(len(tokens))
+    decode_batch = lookup_decode.read_batch
+    monkeypatch.setattr(lookup_decode, "read_batch", lambda llama, tokens: steps.append(len(tokens))
                         or decode_batch(llama, tokens))  # fmt: skip
     assert bare._draft_tokens == 8  # on by default for a model this small
     guessed = bare.generate(chat, max_new_tokens=40)
@@ -94,6 +94,38 @@ def test_label_scores_are_log_probabilities(bare: LlamaCppGenerator) -> None:
     assert scores == bare.score_labels(chat, ["yes", "no", "maybe not"])  # whatever was cached before
     with pytest.raises(ValueError, match="empty label"):
         bare.score_labels(chat, ["yes", ""])
+
+
+def test_labels_sharing_leading_tokens_score_as_if_read_one_token_at_a_time(bare: LlamaCppGenerator) -> None:
+    import numpy as np
+
+    chat = [ChatMessage("user", "Does aspirin lower fever? Reply ANSWER: yes, no or maybe.")]
+    labels = ["ANSWER: yes", "ANSWER: no", "ANSWER: maybe"]
+    batched = bare.score_labels(chat, labels)
+    llama, prompt = bare._llama, bare.chat_ids(chat)
+    reference = []
+    for label in labels:  # the plain chain rule, one eval per token, from an empty cache
+        llama.reset()
+        llama.eval(prompt[:-1])
+        llama.eval(prompt[-1:])
+        total = 0.0
+        for token in llama.tokenize(label.encode(), add_bos=False, special=False):
+            logits = np.asarray(_last(llama), dtype=np.float64)
+            total += float(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
+            llama.eval([token])
+        reference.append(total)
+    # batched and one-token matrix products round differently; a token read at the wrong place differs by nats
+    assert batched == pytest.approx(reference, abs=0.15)
+    assert int(np.argmax(batched)) == int(np.argmax(reference))
+    assert bare.score_labels(chat, labels) == batched  # the shared tokens left in the cache change nothing
+
+
+def _last(llama: object) -> object:
+    import llama_cpp
+    import numpy as np
+
+    pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)  # type: ignore[attr-defined]
+    return np.ctypeslib.as_array(pointer, shape=(int(llama.n_vocab()),)).copy()  # type: ignore[attr-defined]
 
 
 def test_context_overflow_is_a_clear_error(bare: LlamaCppGenerator) -> None:

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from rag.generators.base import (
     reply_budget,
 )
 from rag.generators.constrain import LIST_MARKER
-from rag.generators.lookup_decode import greedy_with_lookup
+from rag.generators.lookup_decode import forget_after, greedy_with_lookup, read_batch
 
 DEFAULT_CONTEXT = 4096  # llama.cpp allocates logits and KV for the whole window: a 32k default costs gigabytes
 # Prompts are read in micro-batches of this many tokens: 256 read a 400-1,000-token prompt 10-30% faster than 512
@@ -99,25 +98,31 @@ class LlamaCppGenerator:
                           seconds=time.perf_counter() - started, finish_reason=reason, model=self._name)  # fmt: skip
 
     def score_labels(self, messages: Sequence[ChatMessage], labels: Sequence[str]) -> list[float]:
-        """Summed log-probabilities of each label's tokens right after the assistant turn starts (prompt run once)."""
+        """Summed log-probabilities of each label's tokens right after the assistant turn starts (prompt run once).
+
+        The labels' shared leading tokens ("ANSWER:" before "yes" / "no" / "maybe") are read once, in one batch
+        with logits at every position, and each label's own tokens in one more: on 2 cores that took a PubMedQA
+        item's label scoring from 12 one-token steps (~155 ms) to one step.
+        """
         check_labels(labels)
         prompt = self.chat_ids(messages)
         label_ids = [
             list(self._llama.tokenize(label.encode("utf-8"), add_bos=False, special=False)) for label in labels
         ]
         self._reply_budget(len(prompt) + max(map(len, label_ids)) - 1, 1)
+        shared = _common_prefix(label_ids)
         with self._lock:
             llama = self._llama
             _read_prompt(llama, prompt)
-            first = _log_softmax(_last_logits(llama))
+            after_shared = _log_softmax(_last_logits(llama))
+            shared_score = 0.0
+            if shared:
+                shared_score, after_shared = _tokens_logprob(llama, after_shared, shared, read_last=True)
             scores = []
             for ids in label_ids:
-                score = float(first[ids[0]])
-                for previous, token in pairwise(ids):
-                    llama.eval([previous])
-                    score += float(_log_softmax(_last_logits(llama))[token])
-                llama.n_tokens = len(prompt)  # back to the prompt alone; eval clears the cache past n_tokens
-                scores.append(score)
+                own, _ = _tokens_logprob(llama, after_shared, ids[len(shared) :], read_last=False)
+                forget_after(llama, len(prompt) + len(shared))
+                scores.append(shared_score + own)
             return scores
 
     def _greedy(self, prompt: list[int], budget: int, strings: list[str], window: int) -> tuple[list[int], bool]:
@@ -326,6 +331,28 @@ def _shared_prefix(cached: list[int], prompt: list[int]) -> int:
             break
         shared += 1
     return shared
+
+
+def _common_prefix(sequences: list[list[int]]) -> list[int]:
+    """The leading tokens all sequences share, leaving each at least one token of its own."""
+    shared: list[int] = []
+    for column in zip(*(seq[:-1] for seq in sequences), strict=False):
+        if any(token != column[0] for token in column):
+            break
+        shared.append(column[0])
+    return shared
+
+
+def _tokens_logprob(llama: Any, first: Any, tokens: list[int], *, read_last: bool) -> tuple[float, Any]:
+    """log P(tokens | context) given `first`, the next-token log-probabilities after the context.
+
+    The tokens needed for it are read in one batch (the last one too when `read_last`, which also returns the
+    log-probabilities after it; else None).
+    """
+    read = tokens if read_last else tokens[:-1]
+    rows = [_log_softmax(row) for row in read_batch(llama, read)] if read else []
+    score = float(first[tokens[0]]) + sum(float(row[token]) for row, token in zip(rows, tokens[1:], strict=False))
+    return score, rows[-1] if read_last else None
 
 
 def _last_logits(llama: Any) -> Any:

@@ -85,7 +85,7 @@ def greedy_with_lookup(
         if len(reply) >= budget:
             return reply, False
         guesses = drafter.draft(min(draft_tokens, budget - len(reply)))
-        rows = _decode_batch(llama, [pending, *guesses])
+        rows = read_batch(llama, [pending, *guesses])
         for i, row in enumerate(rows):  # one row more than guesses: the last always sets `pending`
             chosen = pick(reply, row)
             if i < len(guesses) and chosen == guesses[i] and not is_end(chosen):
@@ -93,16 +93,16 @@ def greedy_with_lookup(
                 drafter.append(chosen)
                 stopped = done(reply)
                 if stopped or len(reply) >= budget:
-                    _keep(llama, prompt_length + len(reply))
+                    forget_after(llama, prompt_length + len(reply))
                     return reply, stopped
                 continue
             pending = chosen
             break
         # the context holds the prompt and the reply except its last token, which is read with the next guesses
-        _keep(llama, prompt_length + len(reply))
+        forget_after(llama, prompt_length + len(reply))
 
 
-def _decode_batch(llama: Any, tokens: list[int]) -> list[Any]:
+def read_batch(llama: Any, tokens: list[int]) -> list[Any]:
     """Read `tokens` after the context's n_tokens, with logits at every position; rows are views, used at once."""
     import llama_cpp
 
@@ -118,7 +118,7 @@ def _decode_batch(llama: Any, tokens: list[int]) -> list[Any]:
     ]
 
 
-def _keep(llama: Any, n_tokens: int) -> None:
+def forget_after(llama: Any, n_tokens: int) -> None:
     """Forget every context position from `n_tokens` on (the guesses the model did not make)."""
     if n_tokens < int(llama.n_tokens):
         llama.n_tokens = n_tokens
