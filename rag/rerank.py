@@ -24,7 +24,7 @@ from rag.crossenc.listwise import rank_feature
 from rag.crossenc.model import CrossEncoder, strip_control
 from rag.types import Evidence, RetrieverHit
 
-PACKAGED_RERANKER = "minilm-medquad-v1"
+PACKAGED_RERANKER = "minilm-medquad-v2"
 RELEVANCE_LABELS = ("relevant", "not_relevant")
 # A 50 kB passage is cut before tokenizing: the model reads at most max_length tokens of it anyway.
 _MAX_TEXT_CHARS = 8_000

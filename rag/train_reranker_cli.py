@@ -28,14 +28,14 @@ def register_reranker(sub: Any) -> None:
     )
     parser.add_argument("--index", type=Path, metavar="DIR", help="an index of that corpus (built if not given)")
     parser.add_argument("--offset", type=int, default=1000, help="judged queries never used (default 1000)")
-    parser.add_argument("--queries", type=int, default=4500, metavar="N", help="training questions (default 4500)")
+    parser.add_argument("--queries", type=int, default=6000, metavar="N", help="training questions (default 6000)")
     parser.add_argument("--validation", type=int, default=300, metavar="N", help="held-out questions (default 300)")
     parser.add_argument("--negatives", type=int, default=7, help="hard negatives per question (default 7)")
     parser.add_argument(
         "--paraphrase-share", type=float, default=0.4, help="share of questions in consumer phrasing (default 0.4)"
     )
     parser.add_argument(
-        "--heading-dropout", type=float, default=0.0, help="share of passages shown without headings (default 0)"
+        "--heading-dropout", type=float, default=0.3, help="share of passages shown without headings (default 0.3)"
     )
     parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence groups")
     parser.add_argument("--no-prior", action="store_true", help="no learnt fused-rank prior: the model alone ranks")
@@ -43,7 +43,7 @@ def register_reranker(sub: Any) -> None:
         "--max-length", type=int, default=128, help="tokens of question + passage read (default 128: latency)"
     )
     parser.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="pair representation (default cls)")
-    add_training_arguments(parser, epochs=1.0, time_limit_min=20.0, lr=5e-4, batch_size=4, unit="questions")
+    add_training_arguments(parser, epochs=1.0, time_limit_min=40.0, lr=5e-4, batch_size=4, unit="questions")
     parser.set_defaults(handler=run_train_reranker)
 
 

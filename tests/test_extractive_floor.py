@@ -141,13 +141,17 @@ OPTIONS = item(
 )
 
 
-def test_a_guideline_list_keeps_its_order_where_the_scorer_nearly_ties() -> None:
-    # The scorer prefers the last items by less than the list prior: the first two options are quoted, in order.
-    scorer = FlatScorer({"alpha": 0.50, "beta": 0.55, "gamma": 0.56, "delta": 0.58})
+def test_several_items_of_a_list_are_quoted_from_the_top_of_the_list() -> None:
+    # The scorer prefers the third and fourth options: that the list answers is kept, its order decides which items.
+    scorer = FlatScorer({"alpha": 0.50, "beta": 0.55, "gamma": 0.70, "delta": 0.80})
     reply = ExtractiveAnswerer(max_suggestions=2).answer("What is the first-line treatment?", [OPTIONS], scorer=scorer)
     assert reply.index("alpha") < reply.index("beta") and "gamma" not in reply and "delta" not in reply
-    # Without the prior the scorer's preference alone decides; a clear preference still wins with it.
-    unordered = ExtractiveAnswerer(max_suggestions=2, list_penalty=0.0)
-    assert "alpha" not in unordered.answer("What is the first-line treatment?", [OPTIONS], scorer=scorer)
-    clear = FlatScorer({"alpha": 0.2, "beta": 0.55, "gamma": 0.56, "delta": 0.58})
-    assert "alpha" not in ExtractiveAnswerer(max_suggestions=2).answer("What?", [OPTIONS], scorer=clear)
+    # One item chosen alone stays: it may be the option the question is about.
+    single = ExtractiveAnswerer(max_suggestions=1).answer("What dose of delta?", [OPTIONS], scorer=scorer)
+    assert "delta" in single and "alpha" not in single
+    # A second list (after text) is a list of its own: its items are not pulled to the first list's top.
+    second = "\nSecond-line options follow.\n\n- Drug omega 1 g daily for a week.\n- Drug sigma 2 g daily for a week.\n"
+    two = item("E1", OPTIONS.text + second)
+    picky = FlatScorer({"omega": 0.9, "sigma": 0.95, "alpha": 0.1, "beta": 0.1, "gamma": 0.1, "delta": 0.1})
+    reply = ExtractiveAnswerer(max_suggestions=2).answer("Second line?", [two], scorer=picky)
+    assert reply.index("omega") < reply.index("sigma") and "alpha" not in reply
