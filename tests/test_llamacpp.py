@@ -19,7 +19,7 @@ from rag.config import GeneratorSettings
 from rag.errors import ModelLoadError
 from rag.generators import ChatMessage, GenerationError, load_generator
 from rag.generators.convert import gguf_file, packaged_gguf
-from rag.generators.llamacpp import LlamaCppGenerator, load_llamacpp_generator
+from rag.generators.llamacpp import LlamaCppGenerator, _last_logits, load_llamacpp_generator
 from rag.generators.openai_http import OpenAIChatGenerator
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'clinrag[llamacpp]')")
@@ -110,7 +110,7 @@ def test_labels_sharing_leading_tokens_score_as_if_read_one_token_at_a_time(bare
         llama.eval(prompt[-1:])
         total = 0.0
         for token in llama.tokenize(label.encode(), add_bos=False, special=False):
-            logits = np.asarray(_last(llama), dtype=np.float64)
+            logits = np.asarray(_last_logits(llama), dtype=np.float64)
             total += float(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()))
             llama.eval([token])
         reference.append(total)
@@ -118,14 +118,6 @@ def test_labels_sharing_leading_tokens_score_as_if_read_one_token_at_a_time(bare
     assert batched == pytest.approx(reference, abs=0.15)
     assert int(np.argmax(batched)) == int(np.argmax(reference))
     assert bare.score_labels(chat, labels) == batched  # the shared tokens left in the cache change nothing
-
-
-def _last(llama: object) -> object:
-    import llama_cpp
-    import numpy as np
-
-    pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)  # type: ignore[attr-defined]
-    return np.ctypeslib.as_array(pointer, shape=(int(llama.n_vocab()),)).copy()  # type: ignore[attr-defined]
 
 
 def test_context_overflow_is_a_clear_error(bare: LlamaCppGenerator) -> None:
