@@ -9,7 +9,8 @@ engine can fall back instead of showing an unparsed reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 _ABSTAIN = re.compile(r"^\W*(insufficient\s+evidence|not\s+enough\s+evidence)\b", re.IGNORECASE)
 _HEADER = re.compile(r"^\s*(suggestions|answer|recommendations)\s*:\s*", re.IGNORECASE)
@@ -22,12 +23,16 @@ _NUMERIC_KEYS = re.compile(r"\[\s*(\d{1,2}(?:\s*[,;]\s*\d{1,2})*)\s*\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 # The prompt's own markup copied into a reply: the evidence tags around a quote, the format's "<suggestion>"
 _MARKUP = re.compile(r"</?\s*(?:evidence|suggestion)\b[^>]*>", re.IGNORECASE)
+# A key cut off by the new-token cap ("... [E3][E"): the reply ended inside it.
+_CUT_KEY = re.compile(r"\[\s*E?\s*\d*\s*$", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 @dataclass(frozen=True)
 class ParsedSuggestion:
     text: str  # citation keys removed
     citations: tuple[str, ...]  # as written, normalised to "E<n>", in order, without repeats
+    attributed: bool = False  # the reply cited nothing here; the engine cited the passage it copies word for word
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ def parse_reply(text: str) -> ParsedReply:
     suggestions = []
     for item in items:
         keys = _citations(item, numeric)
-        clean = _strip_keys(_MARKUP.sub(" ", item), numeric)
-        if clean and not clean.endswith(":"):  # a heading or a lead-in with nothing after it says nothing
+        clean = _strip_keys(_CUT_KEY.sub("", _MARKUP.sub(" ", item)), numeric)
+        # A heading or a lead-in with nothing after it says nothing; nor does a line of keys and markup alone.
+        if _WORD.search(clean) and not clean.endswith(":"):
             suggestions.append(ParsedSuggestion(clean, keys))
     usable = bool(suggestions) and any(s.citations for s in suggestions)
     return ParsedReply(tuple(suggestions), abstained=False, usable=usable, numeric_keys=numeric)
@@ -78,3 +84,33 @@ def _strip_keys(text: str, numeric: bool) -> str:
     text = (_NUMERIC_KEYS if numeric else _KEYS).sub("", text)
     text = re.sub(r"\s+([.,;:])", r"\1", text)
     return " ".join(text.split()).strip(" -")
+
+
+# A quote this short ("Physical therapy") could come from anywhere; one of five words or more names its source.
+_MIN_QUOTE_WORDS = 5
+
+
+def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> ParsedReply:
+    """Suggestions that cite nothing but copy a passage word for word cite that passage (every passage that holds
+    the words, in key order).
+
+    Models asked to quote often leave the key off; a verbatim quote names its source unambiguously, and the engine
+    then checks it against that passage like any other citation. Nothing else is attributed: a paraphrase without
+    a key stays uncited. `passages` maps each key to the text the prompt showed under it (title included)."""
+    if parsed.abstained or not parsed.suggestions:
+        return parsed
+    normalised = {key: f" {_normalise(text)} " for key, text in passages.items()}
+    suggestions = []
+    for suggestion in parsed.suggestions:
+        words = _normalise(suggestion.text)
+        if suggestion.citations or len(words.split()) < _MIN_QUOTE_WORDS:
+            suggestions.append(suggestion)
+            continue
+        keys = tuple(key for key, text in normalised.items() if f" {words} " in text)
+        suggestions.append(replace(suggestion, citations=keys, attributed=True) if keys else suggestion)
+    usable = any(s.citations for s in suggestions)
+    return replace(parsed, suggestions=tuple(suggestions), usable=usable)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", text.lower()))

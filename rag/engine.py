@@ -21,13 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rag.answer import Answer, Flag, OtherSource, Reference, Suggestion
-from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
-from rag.config import GeneratorSettings, Settings
+from rag.citations import ParsedReply, ParsedSuggestion, attribute_quotes, parse_reply
+from rag.config import GeneratorSettings, Settings, answer_template
 from rag.embed import Embedder
 from rag.errors import ClinragError
 from rag.extractive import ExtractiveAnswerer, evidence_units
 from rag.filters import Filters
 from rag.generators.base import GenerationError, Generator
+from rag.grounding import not_from_evidence
 from rag.patient import Patient, flag_drugs
 from rag.privacy import scrub
 from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
@@ -87,16 +88,12 @@ class Engine:
         settings = settings or Settings()
         searcher = Searcher.load(index_dir, embedder, settings.retrieval, reranker)
         query_embedder = searcher.retrievers["dense"].embedder  # type: ignore[attr-defined]
+        chosen = generator if isinstance(generator, GeneratorSettings) else settings.generator
         if generator is None or isinstance(generator, GeneratorSettings):
-            generator = _make_generator(generator or settings.generator)
+            generator = _make_generator(chosen)
         if checker is None:
             checker = load_support_checker(settings.answer, query_embedder)
-        template = load_template(
-            settings.answer.template
-            if settings.answer.shots == 0 or settings.answer.template != "answer"
-            else "answer-few-shot",
-            settings.answer.prompts_dir,
-        )
+        template = load_template(answer_template(settings.answer, chosen), settings.answer.prompts_dir)
         return cls(searcher, generator, settings, checker, template, query_embedder)
 
     def reload(self) -> bool:
@@ -153,7 +150,7 @@ class Engine:
         mark = time.perf_counter()
         scorer = _pair_scorer(searcher) if answer_settings.rerank else None
         reply, fallback, new_tokens = self._generate(text, prompt, scorer)
-        parsed = parse_reply(reply)
+        parsed = attribute_quotes(parse_reply(reply), {e.key: f"{e.title}: {e.text}" for e in prompt.evidence})
         unusable = not parsed.usable and not parsed.abstained and self.generator is not None
         if unusable and answer_settings.fallback_to_extractive:
             fallback = "the model's reply had no cited suggestion the engine could parse"
@@ -310,6 +307,9 @@ class Engine:
         label: str | None = None
         if dropped:
             flags.append(Flag("invented_citation", f"cited {', '.join(dropped)}, which is not in the evidence"))
+        if parsed.attributed:
+            keys = ", ".join(parsed.citations)
+            flags.append(Flag("citation_added", f"copied word for word from {keys}, which the model did not cite"))
         if not valid:
             flags.append(Flag("uncited", "cites no evidence that exists"))
         else:
@@ -319,12 +319,17 @@ class Engine:
                 v.label == "supports" for v in verdicts.values()) else "neutral"  # fmt: skip
             threshold = self.settings.answer.support_threshold
             supported = label == "supports" if threshold is None else (support >= threshold and not contradicting)
+            cited_text = " ".join(by_key[k].text for k in valid)
+            added = not_from_evidence(parsed.text, " ".join(f"{by_key[k].title} {by_key[k].text}" for k in valid))
             if contradicting:
                 p = max(verdicts[k].refutation for k in contradicting)
                 flags.append(Flag("contradicted", f"{', '.join(contradicting)} contradicts this (p {p:.2f})"))
             elif not supported:
                 flags.append(Flag("unsupported", f"the cited evidence does not support this (support {support:.2f})"))
-            cited_text = " ".join(by_key[k].text for k in valid)
+            if added:
+                supported = False
+                words = ", ".join(added[:6])
+                flags.append(Flag("not_in_evidence", f"most of its words are not in the cited evidence ({words})"))
             for dose in _doses_missing(parsed.text, cited_text):
                 flags.append(Flag("dose_not_in_evidence", f"'{dose}' is not written in the cited evidence"))
         if patient is not None:

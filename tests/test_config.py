@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.config import Settings, load_settings, settings_from_mapping, with_overrides
+from rag.config import Settings, answer_template, load_settings, settings_from_mapping, with_overrides
 from rag.errors import ConfigError
 
 
@@ -84,3 +84,19 @@ def test_generator_dtype_is_checked() -> None:
         GeneratorSettings(dtype="bfloat16", quantize_int8=True)
     with pytest.raises(ValidationError):
         GeneratorSettings(dtype="float16")  # type: ignore[arg-type]
+
+
+def test_the_answer_template_follows_the_generator_unless_set() -> None:
+    def chosen(**overrides: object) -> str:
+        settings = with_overrides(Settings(), overrides)
+        return answer_template(settings.answer, settings.generator)
+
+    assert chosen() == "answer"  # the packaged model's adapter learnt this prompt
+    assert chosen(**{"answer.shots": 2}) == "answer-few-shot"
+    assert chosen(**{"generator.kind": "extractive"}) == "answer"
+    assert chosen(**{"generator.kind": "llamacpp", "generator.model": "qwen-coder-1.5b"}) == "answer-quoted"
+    assert chosen(**{"generator.adapter": "none"}) == "answer-quoted"  # the bare base model
+    endpoint = {"generator.kind": "openai", "generator.base_url": "http://localhost:8000/v1", "generator.model": "m"}
+    assert chosen(**endpoint) == "answer-quoted"
+    assert chosen(**endpoint, **{"answer.template": "answer"}) == "answer"  # a set template always wins
+    assert chosen(**endpoint, **{"answer.template": "answer", "answer.shots": 1}) == "answer-few-shot"

@@ -230,3 +230,22 @@ def test_ask_many_keeps_going_after_a_bad_question(index: Path) -> None:
     answers = engine.ask_many(["cystitis treatment", "   ", "nitrofurantoin"])
     assert len(answers) == 3 and answers[1].abstained and "error" in (answers[1].abstention_reason or "")
     assert not answers[0].abstained
+
+
+def test_an_uncited_word_for_word_quote_cites_its_passage_and_says_so(index: Path) -> None:
+    def reply(m: Sequence[ChatMessage]) -> str:
+        return (
+            "SUGGESTIONS:\n1. Nitrofurantoin 100 mg twice daily for five days treats acute cystitis in women.\n"
+            "2. Antibiotics help."  # a paraphrase without a key stays uncited
+        )
+
+    engine = engine_with(index, reply, **{"answer.fallback_to_extractive": False, "answer.remove_unsupported": False})
+    answer = engine.ask("How is acute cystitis treated?")
+    assert answer.fallback is None
+    quoted, paraphrase = (
+        answer.suggestions if len(answer.suggestions) == 2 else (*answer.suggestions, *answer.removed_suggestions)
+    )
+    nitro = next(r for r in answer.references if "Nitrofurantoin" in r.quote)
+    assert quoted.citations == (nitro.key,) and quoted.supported and nitro.cited
+    assert [f.kind for f in quoted.flags] == ["citation_added"] and nitro.key in quoted.flags[0].message
+    assert paraphrase.citations == () and "uncited" in {f.kind for f in paraphrase.flags}

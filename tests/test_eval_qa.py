@@ -657,3 +657,35 @@ def test_label_bias_from_the_adapters_training_card(tmp_path: Path) -> None:
     assert first["extra"]["label_bias"] == [0.0, 0.0, 10.0]
     config = json.loads((result.out / "config.json").read_text())
     assert config["configurations"][0]["fingerprints"]["adapter"] and config["models"]["label_biases"]
+
+
+def test_closed_form_prompts_default_to_the_budget_the_adapter_was_trained_at(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    card = {"format": "clinrag-training-card/1", "budgets": {"gold_prompt_tokens": 384, "rag_prompt_tokens": 640}}
+    (adapter / "training_card.json").write_text(json.dumps(card))
+    settings = Settings()
+    tuned = {"name": "tuned", "adapter": str(adapter)}
+
+    def budgets(**grid: Any) -> dict[tuple[str, str, str], int | None]:
+        configs, _ = expand(grid_from_mapping(grid), "pubmedqa", settings, {})
+        return {(c.generator.name, c.setting, c.scoring): c.budgets.max_prompt_tokens for c in configs}
+
+    axes = {"settings": ["gold", "retrieved"], "retrieval": [{"mode": "none"}, {"mode": "hybrid", "k": 3}]}
+    assert budgets(
+        generators=[tuned, {"name": "base", "adapter": "none"}], scoring=["likelihood", "generate"], **axes
+    ) == {
+        ("tuned", "gold", "likelihood"): 384,
+        ("tuned", "retrieved", "likelihood"): 640,
+        ("tuned", "gold", "generate"): settings.answer.max_prompt_tokens,
+        ("tuned", "retrieved", "generate"): settings.answer.max_prompt_tokens,
+        ("base", "gold", "likelihood"): settings.answer.max_prompt_tokens,
+        ("base", "retrieved", "likelihood"): settings.answer.max_prompt_tokens,
+        ("base", "gold", "generate"): settings.answer.max_prompt_tokens,
+        ("base", "retrieved", "generate"): settings.answer.max_prompt_tokens,
+    }
+    assert set(budgets(generators=[tuned], budgets={"max_prompt_tokens": 1024}, **axes).values()) == {1024}
+    card["budgets"] = {"gold_prompt_tokens": 100}  # below the harness's floor: not a usable budget
+    (adapter / "training_card.json").write_text(json.dumps(card))
+    assert budgets(generators=[tuned])[("tuned", "gold", "likelihood")] == settings.answer.max_prompt_tokens

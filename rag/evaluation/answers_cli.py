@@ -36,6 +36,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
     parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")
     parser.add_argument(
+        "--template",
+        metavar="NAME",
+        help="answer template in prompts/templates.toml (default: answer for the fine-tuned or extractive "
+        "generator, answer-quoted for other models)",
+    )
+    parser.add_argument(
         "--reranker",
         metavar="DIR",
         help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
@@ -70,6 +76,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         "generator.kind": args.generator,
         "generator.model": args.model,
         "generator.base_url": args.base_url,
+        "answer.template": args.template,
         "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
         "retrieval.reranker": args.reranker,
         "answer.log_file": None,
@@ -97,6 +104,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         "corpus": str(args.corpus),
         "qtype": args.qtype,
         "generator": engine.generator_name,
+        "template": engine.template.label,
         "reranked": settings.answer.rerank,
         **report.to_json(),
     }
@@ -105,7 +113,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{report.questions} questions{f' ({args.qtype})' if args.qtype else ''}, generator {engine.generator_name}, "
-        f"{'reranked' if settings.answer.rerank else 'not reranked'}\n"
+        f"template {engine.template.label}, {'reranked' if settings.answer.rerank else 'not reranked'}\n"
         f"cited precision {report.cited_precision:.3f}  hit rate {report.hit_rate:.3f}  "
         f"content-word F1 {report.content_f1:.3f}\n"
         f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "

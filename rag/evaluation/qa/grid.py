@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rag.config import GeneratorSettings, Settings
+from rag.config import GeneratorSettings, Settings, answer_template
 from rag.errors import ConfigError
 from rag.evaluation.qa.datasets import Format
+from rag.finetune.card import CARD_NAME, read_card
 
 Selector = Literal["random", "semantic", "mmr", "template"]
 RetrievalMode = Literal["none", "bm25", "dense", "hybrid"]
@@ -70,7 +71,9 @@ class GeneratorSpec(GeneratorSettings):
 
 
 class Budgets(_Strict):
-    max_prompt_tokens: int | None = Field(None, ge=256)  # the question's own turn; None: answer.max_prompt_tokens
+    # The question's own turn. None: for closed-form label scoring with an adapter whose training card records
+    # the budget its labels were trained and calibrated at, that budget; otherwise answer.max_prompt_tokens.
+    max_prompt_tokens: int | None = Field(None, ge=256)
     example_prompt_tokens: int = Field(320, ge=64)  # each worked example's turn (its context is cut to fit)
     max_new_tokens: int | None = Field(None, ge=1)  # generate scoring; None: generator.max_new_tokens
 
@@ -213,7 +216,7 @@ def default_grid(fmt: Format, settings: Settings, *, seed: int = 13) -> Grid:
 
 
 def default_template(fmt: Format, settings: Settings) -> str:
-    return DEFAULT_TEMPLATES.get(fmt, settings.answer.template)
+    return DEFAULT_TEMPLATES.get(fmt) or answer_template(settings.answer, settings.generator)
 
 
 def expand(
@@ -255,7 +258,7 @@ def expand(
             generator=generator,
             scoring=score,
             seed=grid.seed,
-            budgets=_resolved_budgets(grid.budgets, settings, generator, score),
+            budgets=_resolved_budgets(grid.budgets, settings, generator, score, setting),
             mmr_lambda=grid.mmr_lambda,
             fingerprints=_fingerprints_for(prints, template, generator.name, spec.mode, shots, selector),
         )
@@ -283,15 +286,32 @@ def _fingerprints_for(
     return {name: prints[key] for key, name in wanted.items() if key in prints}
 
 
-def _resolved_budgets(budgets: Budgets, settings: Settings, generator: GeneratorSpec, scoring: Scoring) -> Budgets:
+def _resolved_budgets(
+    budgets: Budgets, settings: Settings, generator: GeneratorSpec, scoring: Scoring, setting: ContextSetting
+) -> Budgets:
     """Defaults filled in from the settings, so a configuration's id changes when what it runs with changes."""
+    trained = _trained_budget(generator, setting) if scoring == "likelihood" else None
     return budgets.model_copy(
         update={
-            "max_prompt_tokens": budgets.max_prompt_tokens or settings.answer.max_prompt_tokens,
+            "max_prompt_tokens": budgets.max_prompt_tokens or trained or settings.answer.max_prompt_tokens,
             # Label scoring generates nothing: a new-token cap must not make its results look stale.
             "max_new_tokens": (budgets.max_new_tokens or generator.max_new_tokens) if scoring == "generate" else None,
         }
     )
+
+
+def _trained_budget(generator: GeneratorSpec, setting: ContextSetting) -> int | None:
+    """The prompt budget the adapter's closed-form labels were trained and calibrated at (its training card).
+
+    Scoring at the budget the labels were learnt at keeps prompts like the training ones, and a shorter prompt is
+    read faster: the packaged adapter's 384-token gold prompts score the 500 PubMedQA items in 256 s against 430 s
+    at the 2,048-token engine budget."""
+    adapter = generator.adapter_path()
+    if adapter is None or not (adapter / CARD_NAME).is_file():
+        return None
+    budgets = read_card(adapter).get("budgets", {})
+    value = budgets.get("gold_prompt_tokens" if setting == "gold" else "rag_prompt_tokens")
+    return value if isinstance(value, int) and value >= 256 else None
 
 
 def _invalid(config: RunConfig, grid: Grid) -> str | None:
