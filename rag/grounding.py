@@ -25,14 +25,16 @@ MAX_NEW_SHARE = 0.5
 def new_words(suggestion: str, evidence: str) -> list[str]:
     """The suggestion's content words (4+ letters, not stopwords) that `evidence` never uses, in order."""
     seen = {word[:_PREFIX] for word in _WORD.findall(evidence.lower())}
-    words = [w for w in dict.fromkeys(_WORD.findall(suggestion.lower())) if w not in ENGLISH_STOPWORDS]
-    return [w for w in words if w[:_PREFIX] not in seen]
+    return [w for w in _content_words(suggestion) if w[:_PREFIX] not in seen]
 
 
 def not_from_evidence(suggestion: str, evidence: str) -> list[str]:
     """The new words when they make the suggestion not the evidence's own (see the module), else []."""
-    words = [w for w in dict.fromkeys(_WORD.findall(suggestion.lower())) if w not in ENGLISH_STOPWORDS]
     added = new_words(suggestion, evidence)
-    if len(added) >= MIN_NEW_WORDS and len(added) > MAX_NEW_SHARE * len(words):
+    if len(added) >= MIN_NEW_WORDS and len(added) > MAX_NEW_SHARE * len(_content_words(suggestion)):
         return added
     return []
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in dict.fromkeys(_WORD.findall(text.lower())) if w not in ENGLISH_STOPWORDS]
