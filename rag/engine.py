@@ -150,7 +150,7 @@ class Engine:
         mark = time.perf_counter()
         scorer = _pair_scorer(searcher) if answer_settings.rerank else None
         reply, fallback, new_tokens = self._generate(text, prompt, scorer)
-        parsed = attribute_quotes(parse_reply(reply), {e.key: f"{e.title}: {e.text}" for e in prompt.evidence})
+        parsed = attribute_quotes(parse_reply(reply), {e.key: e.shown for e in prompt.evidence})
         unusable = not parsed.usable and not parsed.abstained and self.generator is not None
         if unusable and answer_settings.fallback_to_extractive:
             fallback = "the model's reply had no cited suggestion the engine could parse"
@@ -320,7 +320,7 @@ class Engine:
             threshold = self.settings.answer.support_threshold
             supported = label == "supports" if threshold is None else (support >= threshold and not contradicting)
             cited_text = " ".join(by_key[k].text for k in valid)
-            added = not_from_evidence(parsed.text, " ".join(f"{by_key[k].title} {by_key[k].text}" for k in valid))
+            added = not_from_evidence(parsed.text, " ".join(by_key[k].shown for k in valid))
             if contradicting:
                 p = max(verdicts[k].refutation for k in contradicting)
                 flags.append(Flag("contradicted", f"{', '.join(contradicting)} contradicts this (p {p:.2f})"))

@@ -46,6 +46,11 @@ class EvidenceItem:
     text: str
     evidence: Evidence | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def shown(self) -> str:
+        """Heading and text as the evidence block shows them (`{{ item.title }}: {{ item.text }}`)."""
+        return f"{self.title}: {self.text}"
+
     def for_template(self) -> dict[str, str]:
         return {
             "key": self.key,
