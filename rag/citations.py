@@ -33,6 +33,7 @@ class ParsedSuggestion:
     text: str  # citation keys removed
     citations: tuple[str, ...]  # as written, normalised to "E<n>", in order, without repeats
     attributed: bool = False  # the reply cited nothing here; the engine cited the passage it copies word for word
+    completed: bool = False  # the reply quoted part of a flattened list; this is the list's unit (rag.list_quotes)
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,10 @@ def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> Parsed
     a key stays uncited. `passages` maps each key to the text the prompt showed under it (title included)."""
     if parsed.abstained or not parsed.suggestions:
         return parsed
-    normalised = {key: f" {_normalise(text)} " for key, text in passages.items()}
+    normalised = {key: f" {normalised_words(text)} " for key, text in passages.items()}
     suggestions = []
     for suggestion in parsed.suggestions:
-        words = _normalise(suggestion.text)
+        words = normalised_words(suggestion.text)
         if suggestion.citations or len(words.split()) < _MIN_QUOTE_WORDS:
             suggestions.append(suggestion)
             continue
@@ -112,5 +113,6 @@ def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> Parsed
     return replace(parsed, suggestions=tuple(suggestions), usable=usable)
 
 
-def _normalise(text: str) -> str:
+def normalised_words(text: str) -> str:
+    """Lower-cased words joined by single spaces: punctuation, list dashes and spacing do not break a quote."""
     return " ".join(re.findall(r"[^\W_]+", text.lower()))

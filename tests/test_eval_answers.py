@@ -79,6 +79,22 @@ def test_build_cases_filters_by_type_and_keeps_file_order() -> None:
     assert [c.query_id for c in skipped] == ["d"]
 
 
+def test_identical_questions_pool_their_judgements_beside_the_strict_figures() -> None:
+    # MedQuAD asks "treatments for X" once per source and judges each copy against its own source only.
+    queries = {"a": "What are the treatments for Gout ?", "b": "what are the  treatments for gout ?", "c": "Gout?"}
+    qrels = {"a": {"d1": 1}, "b": {"d2": 1, "d1": 1}, "c": {"d3": 1}}
+    cases = {c.query_id: c for c in build_cases(queries, qrels, {"d1": "one"})}
+    assert cases["a"].judged_for_same_text == {"d2"}  # b's own d1 is a's already
+    assert cases["b"].judged_for_same_text == frozenset() and cases["c"].judged_for_same_text == frozenset()
+    refs = [reference("E1", "d2", True), reference("E2", "d9", True)]
+    record = score_answer(cases["a"], answer(["Colchicine."], refs), 1.0)
+    assert (record.cited_relevant, record.hit) == (0, False)  # strict: d2 is judged for b, not a
+    assert (record.cited_relevant_pooled, record.hit_pooled) == (1, True)
+    report = summarize([record, score_answer(cases["c"], answer(["Rest."], [reference("E1", "d3", True)]), 1.0)])
+    assert (report.cited_precision, report.hit_rate) == (pytest.approx(1 / 3), 0.5)
+    assert (report.cited_precision_pooled, report.hit_rate_pooled) == (pytest.approx(2 / 3), 1.0)
+
+
 @pytest.mark.slow
 def test_eval_answers_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     beir = tmp_path / "beir"
@@ -108,6 +124,7 @@ def test_eval_answers_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     result = json.loads(capsys.readouterr().out)
     assert result["questions"] == 2 and result["generator"] == "extractive" and result["reranked"] is False
     assert result["hit_rate"] == 1.0 and 0 < result["cited_precision"] <= 1 and result["content_f1"] > 0.2
+    assert result["hit_rate_pooled"] == 1.0 and result["cited_precision_pooled"] >= result["cited_precision"]
     assert [json.loads(line)["query_id"] for line in records.read_text().splitlines()] == ["q1", "q3"]
     assert main(args) == 0  # reranked by default, with the packaged model
     reranked = json.loads(capsys.readouterr().out)

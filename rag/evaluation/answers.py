@@ -8,6 +8,11 @@ For each question the engine answers as a user would call it. Per answer:
   citation keys removed, counted with multiplicity as SQuAD's token F1 does);
 - abstained, fell back to the extractive answer, seconds.
 An abstaining or failing answer cites nothing and scores F1 0: it counts against hit rate and F1, not precision.
+
+Cited precision and hit rate are also reported with identical questions pooled ("_pooled"): some sets (MedQuAD)
+ask the same question once per source and judge each copy against its own source's document only, so an answer
+citing another source's judged answer to the very same question scores as a miss. Pooled, a document judged for
+any question with the same text (case and spacing aside) counts as relevant. The strict figures stay the headline.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class AnswerCase:
     question: str
     judged: Mapping[str, int]  # document id -> grade
     passage: str  # the text of the best-graded judged document
+    # Documents judged relevant to another question of the same text (and not to this one): credited when pooled.
+    judged_for_same_text: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class AnswerRecord:
     f1: float
     seconds: float
     error: str | None = None
+    cited_relevant_pooled: int = 0  # counting documents judged for an identical question
+    hit_pooled: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "f1": round(self.f1, 4), "seconds": round(self.seconds, 3)}
@@ -65,6 +74,8 @@ class AnswerReport:
     seconds_p50: float
     seconds_p95: float
     errors: int
+    cited_precision_pooled: float  # identical questions' judgements pooled (module docstring)
+    hit_rate_pooled: float
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -84,6 +95,10 @@ def content_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def same_text(question: str) -> str:
+    return " ".join(question.lower().split())
+
+
 def build_cases(
     queries: Mapping[str, str],
     qrels: Qrels,
@@ -96,6 +111,10 @@ def build_cases(
 ) -> list[AnswerCase]:
     """Judged questions in file order (of one question type when asked), each with its judged passage's text;
     the first `offset` matching questions are skipped."""
+    judged_by_text: dict[str, set[str]] = {}
+    for qid, question in queries.items():
+        relevant = {doc for doc, grade in qrels.get(qid, {}).items() if grade > 0}
+        judged_by_text.setdefault(same_text(question), set()).update(relevant)
     cases: list[AnswerCase] = []
     skipped = 0
     for qid, question in queries.items():
@@ -106,15 +125,17 @@ def build_cases(
             skipped += 1
             continue
         best = max(judged, key=lambda doc: (judged[doc], doc in corpus_text))
-        cases.append(AnswerCase(qid, question, judged, corpus_text.get(best, "")))
+        twins = frozenset(judged_by_text[same_text(question)] - judged.keys())
+        cases.append(AnswerCase(qid, question, judged, corpus_text.get(best, ""), twins))
         if limit is not None and len(cases) == limit:
             break
     return cases
 
 
 def score_answer(case: AnswerCase, answer: Answer, seconds: float) -> AnswerRecord:
-    cited = [r for r in answer.references if r.cited]
-    relevant = sum(1 for r in cited if {r.doc_id, *(o.doc_id for o in r.also_in)} & case.judged.keys())
+    cited = [{r.doc_id, *(o.doc_id for o in r.also_in)} for r in answer.references if r.cited]
+    relevant = sum(1 for docs in cited if docs & case.judged.keys())
+    pooled = sum(1 for docs in cited if docs & (case.judged.keys() | case.judged_for_same_text))
     joined = " ".join(s.text for s in answer.suggestions)
     return AnswerRecord(
         query_id=case.query_id,
@@ -125,6 +146,8 @@ def score_answer(case: AnswerCase, answer: Answer, seconds: float) -> AnswerReco
         fallback=answer.fallback is not None,
         f1=content_f1(joined, case.passage) if joined else 0.0,
         seconds=seconds,
+        cited_relevant_pooled=pooled,
+        hit_pooled=pooled > 0,
     )
 
 
@@ -165,4 +188,6 @@ def summarize(records: Iterable[AnswerRecord]) -> AnswerReport:
         seconds_p50=float(np.percentile(seconds, 50)) if seconds else 0.0,
         seconds_p95=float(np.percentile(seconds, 95)) if seconds else 0.0,
         errors=sum(r.error is not None for r in rows),
+        cited_precision_pooled=sum(r.cited_relevant_pooled for r in rows) / cited if cited else 0.0,
+        hit_rate_pooled=sum(r.hit_pooled for r in rows) / n if n else 0.0,
     )

@@ -16,7 +16,9 @@ def register(sub: Any) -> None:
         description="Ask the engine each judged question of a BEIR folder (optionally one question type) and "
         "report cited precision (cited references whose document, or a document whose duplicate passage it "
         "absorbed, is judged relevant), hit rate (answers citing a relevant document), abstention and fallback "
-        "rates, content-word F1 of the joined suggestions against the judged passage, and p50/p95 seconds.",
+        "rates, content-word F1 of the joined suggestions against the judged passage, and p50/p95 seconds. "
+        "Precision and hit rate are also given with identical questions pooled (a document judged for another "
+        "question of the same text counts; MedQuAD asks many questions once per source).",
     )
     parser.add_argument(
         "--corpus", required=True, type=Path, metavar="DIR", help="BEIR folder (corpus, queries, qrels)"
@@ -116,6 +118,8 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         f"template {engine.template.label}, {'reranked' if settings.answer.rerank else 'not reranked'}\n"
         f"cited precision {report.cited_precision:.3f}  hit rate {report.hit_rate:.3f}  "
         f"content-word F1 {report.content_f1:.3f}\n"
+        f"identical questions pooled: cited precision {report.cited_precision_pooled:.3f}  "
+        f"hit rate {report.hit_rate_pooled:.3f}\n"
         f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
         f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
     )
