@@ -33,7 +33,7 @@ class ParsedSuggestion:
     text: str  # citation keys removed
     citations: tuple[str, ...]  # as written, normalised to "E<n>", in order, without repeats
     attributed: bool = False  # the reply cited nothing here; the engine cited the passage it copies word for word
-    completed: bool = False  # the reply quoted part of a flattened list; this is the list's unit (rag.list_quotes)
+    completed: bool = False  # the reply quoted part of this sentence or list (rag.quote_completion)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _strip_keys(text: str, numeric: bool) -> str:
 
 
 # A quote this short ("Physical therapy") could come from anywhere; one of five words or more names its source.
-_MIN_QUOTE_WORDS = 5
+MIN_QUOTE_WORDS = 5
 
 
 def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> ParsedReply:
@@ -104,7 +104,7 @@ def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> Parsed
     suggestions = []
     for suggestion in parsed.suggestions:
         words = normalised_words(suggestion.text)
-        if suggestion.citations or len(words.split()) < _MIN_QUOTE_WORDS:
+        if suggestion.citations or len(words.split()) < MIN_QUOTE_WORDS:
             suggestions.append(suggestion)
             continue
         keys = tuple(key for key, text in normalised.items() if f" {words} " in text)

@@ -29,10 +29,10 @@ from rag.extractive import ExtractiveAnswerer, evidence_units
 from rag.filters import Filters
 from rag.generators.base import GenerationError, Generator
 from rag.grounding import not_from_evidence
-from rag.list_quotes import complete_list_items
 from rag.patient import Patient, flag_drugs
 from rag.privacy import scrub
 from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_template, render
+from rag.quote_completion import complete_quotes
 from rag.rerank import PairScorer
 from rag.retrieve import DenseRetriever, Reranker, Searcher, clean_query
 from rag.store import load_bundle, read_manifest
@@ -152,7 +152,7 @@ class Engine:
         scorer = _pair_scorer(searcher) if answer_settings.rerank else None
         reply, fallback, new_tokens = self._generate(text, prompt, scorer)
         parsed = attribute_quotes(parse_reply(reply), {e.key: e.shown for e in prompt.evidence})
-        parsed = complete_list_items(parsed, prompt.evidence)
+        parsed = complete_quotes(parsed, prompt.evidence)
         unusable = not parsed.usable and not parsed.abstained and self.generator is not None
         if unusable and answer_settings.fallback_to_extractive:
             fallback = "the model's reply had no cited suggestion the engine could parse"
@@ -313,7 +313,7 @@ class Engine:
             keys = ", ".join(parsed.citations)
             flags.append(Flag("citation_added", f"copied word for word from {keys}, which the model did not cite"))
         if parsed.completed:
-            flags.append(Flag("list_completed", "the model quoted part of a list; shown with its lead-in and items"))
+            flags.append(Flag("quote_completed", "the model quoted part of this sentence or list; shown whole"))
         if not valid:
             flags.append(Flag("uncited", "cites no evidence that exists"))
         else:

@@ -243,18 +243,6 @@ def _pieces(text: str, heading: str) -> list[_Piece]:
     return out
 
 
-def flattened_list_units(text: str) -> list[str]:
-    """The units `inline_lists` makes of every list flattened into one line of the passage, in order."""
-    return [
-        unit
-        for line in text.splitlines()
-        if not _LIST_ITEM.match(line.strip())
-        for sentence in _SENTENCE.split(line.strip())
-        if _INLINE_LIST.search(sentence)
-        for unit in inline_lists(sentence)
-    ]
-
-
 def inline_lists(sentence: str) -> list[str]:
     """The sentence itself, or for each list flattened into it ("Intro: - a - b - c") one unit "Intro: a; b; c".
 

@@ -1,7 +1,8 @@
-"""A list item a model quotes alone is shown with its list's lead-in (rag.list_quotes), unit and through the engine."""
+"""A fragment a model quotes is shown as the sentence or flattened list it came from (rag.quote_completion)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from indexer import build_index
@@ -9,10 +10,9 @@ from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.config import IndexSettings, Settings, with_overrides
 from rag.embed import HashEmbedder
 from rag.engine import Engine
-from rag.extractive import flattened_list_units
 from rag.generators.fake import ScriptedGenerator
-from rag.list_quotes import complete_list_items
 from rag.prompts import EvidenceItem
+from rag.quote_completion import complete_quotes
 from rag.rerank import LexicalReranker
 from rag.support import LexicalSupportChecker
 
@@ -26,38 +26,47 @@ MEDLINE = (
     "Genetic Testing Registry: Familial gout These resources from MedlinePlus offer information about the diagnosis "
     "and management of various health conditions: Diagnostic Tests; Drug Therapy; Surgery and Rehabilitation"
 )
+FLARE = "Colchicine or a nonsteroidal anti-inflammatory drug relieves a gout flare within days."
+RAISED = "In severe cases laser surgery or vitrectomy may be offered by a retina specialist."
+REPEATED = "Laser surgery is offered early when the retina swells in diabetic eye disease."
 
 
 def item(key: str, text: str) -> EvidenceItem:
     return EvidenceItem(key, "Gout", "GHR", "n.d.", "consumer-health", text)
 
 
-def test_flattened_list_units_are_the_extractive_units_of_one_line_lists_only() -> None:
-    assert flattened_list_units(RESOURCES) == [LEAD, MEDLINE]
-    assert flattened_list_units("Options:\n- colchicine\n- naproxen") == []  # a Markdown list is not flattened
-    assert flattened_list_units("Rest the joint. Drink water.") == []
-
-
-def test_quoted_items_become_their_list_unit_once_and_other_suggestions_stay() -> None:
-    evidence = [item("E1", RESOURCES), item("E2", "Colchicine relieves a gout flare. Rest the joint.")]
+def test_fragments_become_their_sentence_or_list_once_and_other_suggestions_stay() -> None:
+    evidence = [item("E1", RESOURCES), item("E2", f"{FLARE} Rest the joint and raise it.")]
     parsed = parse_reply(
-        "SUGGESTIONS:\n1. Gene Review: Gout Overview [E1]\n2. Drug Therapy [E1]\n3. Diagnostic Tests\n"
-        "4. Colchicine relieves a gout flare. [E2]\n5. Drug Therapy [E2]\n6. Therapy [E1]"
+        "SUGGESTIONS:\n1. Gene Review: Gout Overview [E1]\n2. Drug Therapy [E1]\n3. Diagnostic Tests; Drug Therapy\n"
+        "4. Colchicine or a nonsteroidal anti-inflammatory drug [E2]\n5. Drug Therapy [E2]\n6. Therapy [E1]\n"
+        "7. Colchicine relieves gout. [E2]"
     )
-    done = complete_list_items(parsed, evidence).suggestions
+    done = complete_quotes(parsed, evidence).suggestions
     assert [(s.text, s.citations, s.completed) for s in done] == [
         (LEAD, ("E1",), True),
-        (MEDLINE, ("E1",), True),  # "Diagnostic Tests" (uncited) is an item of the same unit: shown once
-        ("Colchicine relieves a gout flare.", ("E2",), False),
-        ("Drug Therapy", ("E2",), False),  # cites a passage that has no such list: left for the checker
-        ("Therapy", ("E1",), False),  # one word could be anyone's
+        (MEDLINE, ("E1",), True),
+        ("Diagnostic Tests; Drug Therapy", (), False),  # uncited and under five words: not attributed
+        (FLARE, ("E2",), True),
+        ("Drug Therapy", ("E2",), False),  # cites a passage without those words: left for the checker
+        ("Therapy", ("E1",), False),  # one word could come from anywhere
+        ("Colchicine relieves gout.", ("E2",), False),  # not word for word: a paraphrase stays as written
     ]
-    whole = parse_reply(f"1. {LEAD} [E1]")
-    assert complete_list_items(whole, evidence) == whole  # already the unit
+
+
+def test_a_whole_unit_an_ambiguous_fragment_and_an_abstention_stay_as_written() -> None:
+    evidence = [item("E1", f"{RAISED} {REPEATED}")]
+    whole = parse_reply(f"1. {RAISED} [E1]")
+    assert complete_quotes(whole, evidence) == whole
+    ambiguous = parse_reply("1. Laser surgery [E1]")  # in both sentences: which one it meant is a guess
+    assert complete_quotes(ambiguous, evidence) == ambiguous
+    assert complete_quotes(parse_reply("1. vitrectomy may be offered [E1]"), evidence).suggestions[0].text == RAISED
     abstained = ParsedReply((), abstained=True, usable=True, numeric_keys=False)
-    assert complete_list_items(abstained, evidence) is abstained
-    uncited = ParsedReply((ParsedSuggestion("Drug Therapy", ()),), abstained=False, usable=False, numeric_keys=False)
-    completed = complete_list_items(uncited, evidence)
+    assert complete_quotes(abstained, evidence) is abstained
+    short = ParsedReply((ParsedSuggestion("Drug Therapy", ()),), abstained=False, usable=False, numeric_keys=False)
+    assert complete_quotes(short, [item("E1", RESOURCES)]) == short  # uncited and short: could be anyone's
+    uncited = replace(short, suggestions=(ParsedSuggestion("Genetic Testing Registry: Familial gout", ()),))
+    completed = complete_quotes(uncited, [item("E1", RESOURCES)])
     assert completed.usable and completed.suggestions[0].citations == ("E1",)
 
 
@@ -81,4 +90,4 @@ def test_the_engine_shows_a_quoted_list_item_with_its_lead_in_and_flags_it(tmp_p
     answer = engine.ask("What are the treatments for gout?")
     shown = answer.suggestions + answer.removed_suggestions
     assert [s.text for s in shown] == [LEAD]
-    assert "list_completed" in [f.kind for f in shown[0].flags]
+    assert "quote_completed" in [f.kind for f in shown[0].flags]

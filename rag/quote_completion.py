@@ -1,0 +1,58 @@
+"""A fragment a model quotes from the evidence is shown whole: the sentence, or the flattened list, it came from.
+
+Asked to copy sentences, a small model often copies part of one ("Laser surgery [E1]", "Immunoglobulin
+intravenous (IV) therapy") or an item or two of a list that a scraped corpus flattened into running text ("These
+resources address the diagnosis or management of X: - Gene Review: X - Genetic Testing Registry: X", most of
+MedQuAD's genetic-condition treatment answers). Read alone, such a fragment has lost what qualified it ("may
+reduce the frequency of attacks", "in severe cases") or what it is an item of ("Genetic Testing Registry: X" is
+not a treatment). A suggestion that is a word-for-word fragment of exactly one quotable unit of the passages it
+may cite (the units the extractive answer quotes: a sentence, a Markdown list item, or a flattened list's lead-in
+with the items that fit; `evidence_units`) is shown as that unit, once per unit, and the engine flags it
+`quote_completed`. A fragment found in several units is left as the model wrote it: which one it meant is a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from rag.citations import MIN_QUOTE_WORDS, ParsedReply, ParsedSuggestion, normalised_words
+from rag.extractive import evidence_units
+from rag.prompts import EvidenceItem
+
+# "Drug Therapy [E1]" is a fragment worth completing; one word could come from anywhere. A fragment the model did
+# not cite must name its source as `attribute_quotes` requires: five words or more.
+_MIN_FRAGMENT_WORDS = 2
+
+
+def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> ParsedReply:
+    """Suggestions that copy part of one evidence unit become that unit (`ParsedSuggestion.completed`).
+
+    A suggestion that cites passages is matched only against them; an uncited one (five words or more) against
+    every passage, and then cites the one that holds it. Fragments of one unit become one suggestion, where the
+    first of them was."""
+    if parsed.abstained or not parsed.suggestions:
+        return parsed
+    units = [
+        (item.key, sentence, f" {normalised_words(sentence)} ")
+        for item in evidence
+        for _, sentence in evidence_units(item.text)
+    ]
+    out: list[ParsedSuggestion] = []
+    shown: set[tuple[str, str]] = set()
+    for suggestion in parsed.suggestions:
+        words = f" {normalised_words(suggestion.text)} "
+        holding = {
+            (key, unit)
+            for key, unit, unit_words in units
+            if (key in suggestion.citations or not suggestion.citations) and words in unit_words and words != unit_words
+        }
+        least = _MIN_FRAGMENT_WORDS if suggestion.citations else MIN_QUOTE_WORDS
+        if len(words.split()) < least or len({unit for _, unit in holding}) != 1:
+            out.append(suggestion)
+            continue
+        key, unit = min(holding)
+        if (key, unit) not in shown:
+            shown.add((key, unit))
+            out.append(replace(suggestion, text=unit, citations=suggestion.citations or (key,), completed=True))
+    return replace(parsed, suggestions=tuple(out), usable=any(s.citations for s in out))
