@@ -6,9 +6,11 @@ resources address the diagnosis or management of X: - Gene Review: X - Genetic T
 MedQuAD's genetic-condition treatment answers). Read alone, such a fragment has lost what qualified it ("may
 reduce the frequency of attacks", "in severe cases") or what it is an item of ("Genetic Testing Registry: X" is
 not a treatment). A suggestion that is a word-for-word fragment of exactly one quotable unit of the passages it
-may cite (the units the extractive answer quotes: a sentence, a Markdown list item, or a flattened list's lead-in
+cites (the units the extractive answer quotes: a sentence, a Markdown list item, or a flattened list's lead-in
 with the items that fit; `evidence_units`) is shown as that unit, once per unit, and the engine flags it
 `quote_completed`. A fragment found in several units is left as the model wrote it: which one it meant is a guess.
+An uncited fragment is left alone here: `attribute_quotes`, which the engine runs first, cites the ones long
+enough to name their source.
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from rag.citations import MIN_QUOTE_WORDS, ParsedReply, ParsedSuggestion, normalised_words
+from rag.citations import ParsedReply, ParsedSuggestion, normalised_words
 from rag.extractive import evidence_units
 from rag.prompts import EvidenceItem
 
-# "Drug Therapy [E1]" is a fragment worth completing; one word could come from anywhere. A fragment the model did
-# not cite must name its source as `attribute_quotes` requires: five words or more.
+# "Drug Therapy [E1]" is a fragment worth completing; one word could come from anywhere.
 _MIN_FRAGMENT_WORDS = 2
 
 
 def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> ParsedReply:
     """Suggestions that copy part of one evidence unit become that unit (`ParsedSuggestion.completed`).
 
-    A suggestion that cites passages is matched only against them; an uncited one (five words or more) against
-    every passage, and then cites the one that holds it. Fragments of one unit become one suggestion, where the
-    first of them was."""
+    A suggestion is matched only against the passages it cites. Fragments of one unit become one suggestion, where
+    the first of them was."""
     if parsed.abstained or not parsed.suggestions:
         return parsed
     units = [
@@ -45,14 +45,13 @@ def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> Pa
         holding = {
             (key, unit)
             for key, unit, unit_words in units
-            if (key in suggestion.citations or not suggestion.citations) and words in unit_words and words != unit_words
+            if key in suggestion.citations and words in unit_words and words != unit_words
         }
-        least = _MIN_FRAGMENT_WORDS if suggestion.citations else MIN_QUOTE_WORDS
-        if len(words.split()) < least or len({unit for _, unit in holding}) != 1:
+        if len(words.split()) < _MIN_FRAGMENT_WORDS or len({unit for _, unit in holding}) != 1:
             out.append(suggestion)
             continue
-        key, unit = min(holding)
-        if (key, unit) not in shown:
-            shown.add((key, unit))
-            out.append(replace(suggestion, text=unit, citations=suggestion.citations or (key,), completed=True))
-    return replace(parsed, suggestions=tuple(out), usable=any(s.citations for s in out))
+        found = min(holding)
+        if found not in shown:
+            shown.add(found)
+            out.append(replace(suggestion, text=found[1], completed=True))
+    return replace(parsed, suggestions=tuple(out))

@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from indexer import build_index
-from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
+from rag.citations import ParsedReply, ParsedSuggestion, attribute_quotes, parse_reply
 from rag.config import IndexSettings, Settings, with_overrides
 from rag.embed import HashEmbedder
 from rag.engine import Engine
@@ -35,6 +35,11 @@ def item(key: str, text: str) -> EvidenceItem:
     return EvidenceItem(key, "Gout", "GHR", "n.d.", "consumer-health", text)
 
 
+def completed_as_the_engine_does(parsed: ParsedReply, evidence: list[EvidenceItem]) -> ParsedReply:
+    """Uncited quotes are cited first (`attribute_quotes`), then fragments completed, as `Engine.ask` runs them."""
+    return complete_quotes(attribute_quotes(parsed, {e.key: e.shown for e in evidence}), evidence)
+
+
 def test_fragments_become_their_sentence_or_list_once_and_other_suggestions_stay() -> None:
     evidence = [item("E1", RESOURCES), item("E2", f"{FLARE} Rest the joint and raise it.")]
     parsed = parse_reply(
@@ -42,7 +47,7 @@ def test_fragments_become_their_sentence_or_list_once_and_other_suggestions_stay
         "4. Colchicine or a nonsteroidal anti-inflammatory drug [E2]\n5. Drug Therapy [E2]\n6. Therapy [E1]\n"
         "7. Colchicine relieves gout. [E2]"
     )
-    done = complete_quotes(parsed, evidence).suggestions
+    done = completed_as_the_engine_does(parsed, evidence).suggestions
     assert [(s.text, s.citations, s.completed) for s in done] == [
         (LEAD, ("E1",), True),
         (MEDLINE, ("E1",), True),
@@ -64,9 +69,9 @@ def test_a_whole_unit_an_ambiguous_fragment_and_an_abstention_stay_as_written() 
     abstained = ParsedReply((), abstained=True, usable=True, numeric_keys=False)
     assert complete_quotes(abstained, evidence) is abstained
     short = ParsedReply((ParsedSuggestion("Drug Therapy", ()),), abstained=False, usable=False, numeric_keys=False)
-    assert complete_quotes(short, [item("E1", RESOURCES)]) == short  # uncited and short: could be anyone's
+    assert completed_as_the_engine_does(short, [item("E1", RESOURCES)]) == short  # uncited and short: could be anyone's
     uncited = replace(short, suggestions=(ParsedSuggestion("Genetic Testing Registry: Familial gout", ()),))
-    completed = complete_quotes(uncited, [item("E1", RESOURCES)])
+    completed = completed_as_the_engine_does(uncited, [item("E1", RESOURCES)])
     assert completed.usable and completed.suggestions[0].citations == ("E1",)
 
 
