@@ -143,7 +143,9 @@ class Engine:
             return self._abstain(text, weak, evidence_items(evidence), timings, started)
 
         if self.generator is not None:
-            evidence = _rated_near_best(evidence, answer_settings.passage_floor)
+            evidence = _rated_near_best(
+                evidence, max(answer_settings.passage_floor, answer_settings.model_passage_floor)
+            )
         mark = time.perf_counter()
         prompt = self._render(text, evidence, patient)
         timings["prompt"] = time.perf_counter() - mark
@@ -421,7 +423,9 @@ def _rated_near_best(evidence: list[Evidence], floor: float) -> list[Evidence]:
 
     A passage the reranker rates far below the best is about something else; a small model shown it may quote it
     (the demo's cystitis answer quoted an H. pylori regimen from the third passage), and the support check cannot
-    object: the quote is in the passage it cites. The extractive answer applies the same floor to what it quotes.
+    object: the quote is in the passage it cites. The extractive answer quotes passages above `passage_floor`, a
+    second one only when rated within 0.8 of the best; a model cites whatever it is shown, and `model_passage_floor`
+    can narrow what it is shown further.
     """
     if not evidence or not all("rerank" in e.retrievers for e in evidence):
         return evidence

@@ -9,12 +9,15 @@ not a treatment). A suggestion that is a word-for-word fragment of exactly one q
 cites (the units the extractive answer quotes: a sentence, a Markdown list item, or a flattened list's lead-in
 with the items that fit; `evidence_units`) is shown as that unit, once per unit, and the engine flags it
 `quote_completed`. A fragment found in several units is left as the model wrote it: which one it meant is a guess.
+A model copying a sentence drops its parenthesised glosses ("Topical corticosteroids" from "Topical (applied to
+the skin) corticosteroids"), so a unit also matches with them left out.
 An uncited fragment is left alone here: `attribute_quotes`, which the engine runs first, cites the ones long
 enough to name their source.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -24,6 +27,7 @@ from rag.prompts import EvidenceItem
 
 # "Drug Therapy [E1]" is a fragment worth completing; one word could come from anywhere.
 _MIN_FRAGMENT_WORDS = 2
+_GLOSS = re.compile(r"\([^()]{0,200}\)")
 
 
 def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> ParsedReply:
@@ -34,7 +38,7 @@ def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> Pa
     if parsed.abstained or not parsed.suggestions:
         return parsed
     units = [
-        (item.key, sentence, f" {normalised_words(sentence)} ")
+        (item.key, sentence, f" {normalised_words(sentence)} ", f" {normalised_words(_GLOSS.sub(' ', sentence))} ")
         for item in evidence
         for _, sentence in evidence_units(item.text)
     ]
@@ -44,8 +48,8 @@ def complete_quotes(parsed: ParsedReply, evidence: Sequence[EvidenceItem]) -> Pa
         words = f" {normalised_words(suggestion.text)} "
         holding = {
             (key, unit)
-            for key, unit, unit_words in units
-            if key in suggestion.citations and words in unit_words and words != unit_words
+            for key, unit, unit_words, unglossed in units
+            if key in suggestion.citations and (words in unit_words or words in unglossed) and words != unit_words
         }
         if len(words.split()) < _MIN_FRAGMENT_WORDS or len({unit for _, unit in holding}) != 1:
             out.append(suggestion)

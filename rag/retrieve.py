@@ -266,9 +266,9 @@ class Searcher:
         if not (self.settings.rerank if rerank is None else rerank):
             return [self._evidence(item) for item in fused[:k]]
         # Only the head is re-read by the model; below it the fused order stands (and so do fused scores).
-        depth = self.settings.rerank_depth
-        head = self.reranker.rerank(text, [self._evidence(item) for item in fused[:depth]])
-        return (head + [self._evidence(item) for item in fused[depth:k]])[:k]
+        head, rest = rerank_pool(fused, self.settings.rerank_depth, self.settings.rerank_each)
+        reranked = self.reranker.rerank(text, [self._evidence(item) for item in head])
+        return (reranked + [self._evidence(item) for item in rest[: max(0, k - len(reranked))]])[:k]
 
     @property
     def loaded_reranker(self) -> Reranker | None:
@@ -312,6 +312,14 @@ class Searcher:
         chunk = self.chunks[item.key]
         hits = {name: RetrieverHit(rank, item.scores[name]) for name, rank in item.ranks.items()}
         return Evidence(chunk, self.metas[chunk.doc_id], item.score, hits, self.absorbed.get(chunk.chunk_id, ()))
+
+
+def rerank_pool(fused: list[Fused[K]], depth: int, each: int) -> tuple[list[Fused[K]], list[Fused[K]]]:
+    """(what the reranker reads, the rest in fused order): the fused top `depth`, then any candidate below it
+    that one retriever ranked in its own top `each`."""
+    head = fused[:depth] + [item for item in fused[depth:] if any(rank <= each for rank in item.ranks.values())]
+    taken = {id(item) for item in head}
+    return head, [item for item in fused[depth:] if id(item) not in taken]
 
 
 def plan_search(

@@ -146,7 +146,9 @@ def quoted_in(claim: str, evidence: str, *, min_words: int = 4) -> str:
     A rule, not a learnt judgement: a sentence the evidence states is supported by it. The trained model alone
     judged verbatim sentences of long guideline passages "neutral" (it learnt from SciFact that a sentence sharing
     words with a claim is often silent on it), which would remove every quoted, extractive suggestion. A match
-    right after a negation ("it is not true that ...") or shorter than `min_words` words does not count.
+    right after a negation in its own sentence ("it is not true that ...") or shorter than `min_words` words does
+    not count; a negation that ends the sentence before ("... require no treatment. For others, ...") does not
+    touch the match.
     """
     claim_words = [w.lower() for w in _WORD.findall(claim)]
     if len(claim_words) < min_words:
@@ -154,13 +156,17 @@ def quoted_in(claim: str, evidence: str, *, min_words: int = 4) -> str:
     matches = list(_WORD.finditer(evidence))
     words = [m.group(0).lower() for m in matches]
     n = len(claim_words)
+    bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(evidence)), len(evidence)]
     for start in range(len(words) - n + 1):
-        if words[start : start + n] == claim_words and not _NEGATIONS & set(words[max(0, start - 3) : start]):
-            begin, end = matches[start].start(), matches[start + n - 1].end()
-            bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(evidence)), len(evidence)]
-            first = max(b for b in bounds if b <= begin)
-            last = min(b for b in bounds if b >= end)
-            return " ".join(evidence[first:last].split())
+        if words[start : start + n] != claim_words:
+            continue
+        begin, end = matches[start].start(), matches[start + n - 1].end()
+        first = max(b for b in bounds if b <= begin)
+        before = [m.group(0).lower() for m in matches[max(0, start - 3) : start] if m.start() >= first]
+        if _NEGATIONS & set(before):
+            continue
+        last = min(b for b in bounds if b >= end)
+        return " ".join(evidence[first:last].split())
     return ""
 
 

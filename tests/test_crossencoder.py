@@ -161,6 +161,10 @@ def test_quoted_claims_are_supported_by_rule(artefact: Path) -> None:
     )
     assert quoted_in("Garlic cures cystitis.", passage) == ""  # right after a negation
     assert quoted_in("twice daily", passage) == ""  # too short to be a claim
+    # A negation closing the sentence before is not this sentence's: "... need no treatment. For others, ..."
+    mmn = "Some people need no treatment. For others, treatment consists of IVIg. It is not known why."
+    assert quoted_in("For others, treatment consists of IVIg.", mmn) == "For others, treatment consists of IVIg."
+    assert quoted_in("known why", mmn, min_words=2) == ""
     verifier = NLIVerifier.load(artefact)
     (verdict,) = verifier.judge([("Nitrofurantoin 100 mg twice daily for 5 days. [E1]", passage)])
     assert verdict.label == "supports" and verdict.basis == "quote" and verdict.support == 1.0

@@ -66,6 +66,9 @@ def test_a_whole_unit_an_ambiguous_fragment_and_an_abstention_stay_as_written() 
     ambiguous = parse_reply("1. Laser surgery [E1]")  # in both sentences: which one it meant is a guess
     assert complete_quotes(ambiguous, evidence) == ambiguous
     assert complete_quotes(parse_reply("1. vitrectomy may be offered [E1]"), evidence).suggestions[0].text == RAISED
+    glossed = "Treatment may include: Topical (applied to the skin) corticosteroids Skin lightening agents Laser"
+    dropped_gloss = complete_quotes(parse_reply("1. Topical corticosteroids [E1]"), [item("E1", glossed)])
+    assert [(s.text, s.completed) for s in dropped_gloss.suggestions] == [(glossed, True)]
     abstained = ParsedReply((), abstained=True, usable=True, numeric_keys=False)
     assert complete_quotes(abstained, evidence) is abstained
     short = ParsedReply((ParsedSuggestion("Drug Therapy", ()),), abstained=False, usable=False, numeric_keys=False)

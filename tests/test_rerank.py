@@ -17,6 +17,7 @@ from rag.embed import HashEmbedder
 from rag.errors import ConfigError
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
 from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
+from rag.fusion import Fused
 from rag.rerank import (
     RELEVANCE_LABELS,
     CrossEncoderReranker,
@@ -26,7 +27,7 @@ from rag.rerank import (
     rerank_with,
 )
 from rag.reranker_training import RerankQuery, consumer_phrasing, first_chunk_of, mine_groups, split_queries
-from rag.retrieve import Searcher
+from rag.retrieve import Searcher, rerank_pool
 from rag.types import Evidence
 
 EMBEDDER = HashEmbedder(dim=32, max_tokens=64)
@@ -97,7 +98,7 @@ def test_group_metrics_by_hand() -> None:
 
 def test_search_reranks_only_when_asked_and_only_the_head(index: Path) -> None:
     reranker = CountingReranker()
-    searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(rerank_depth=2), reranker=reranker)
+    searcher = Searcher.load(index, EMBEDDER, RetrievalSettings(rerank_depth=2, rerank_each=0), reranker=reranker)
     plain = searcher.search("cystitis treatment", k=4, mode="bm25")
     assert reranker.calls == []
     reranked = searcher.search("cystitis treatment", k=4, mode="bm25", rerank=True)
@@ -106,6 +107,35 @@ def test_search_reranks_only_when_asked_and_only_the_head(index: Path) -> None:
     assert [e.chunk.chunk_id for e in reranked[2:]] == [e.chunk.chunk_id for e in plain[2:]]
     one = searcher.search("cystitis treatment", k=1, mode="bm25", rerank=True)
     assert reranker.calls[-1] == 2 and len(one) == 1
+
+
+def test_each_retrievers_best_candidates_join_the_reranked_pool() -> None:
+    # b is BM25's first but fusion put it fourth (dense never found it): with rerank_each=1 the reranker reads it.
+    fused = [
+        Fused("a", 0.9, {"bm25": 2, "dense": 1}),
+        Fused("c", 0.8, {"bm25": 3, "dense": 2}),
+        Fused("d", 0.7, {"dense": 3}),
+        Fused("b", 0.3, {"bm25": 1}),
+        Fused("e", 0.2, {"bm25": 4}),
+    ]
+    head, rest = rerank_pool(fused, 2, 1)
+    assert [f.key for f in head] == ["a", "c", "b"] and [f.key for f in rest] == ["d", "e"]
+    head, rest = rerank_pool(fused, 2, 0)  # off: the fused head only, as before
+    assert [f.key for f in head] == ["a", "c"] and [f.key for f in rest] == ["d", "b", "e"]
+    assert rerank_pool(fused, 10, 3) == (fused, [])
+
+
+def test_search_reranks_a_retrievers_first_hit_that_fusion_put_below_the_head(index: Path) -> None:
+    reranker = CountingReranker()
+    settings = RetrievalSettings(rerank_depth=1, rerank_each=1, weights={"bm25": 0.01, "dense": 1.0})
+    searcher = Searcher.load(index, EMBEDDER, settings, reranker=reranker)
+    fused = searcher.search("nitrofurantoin", k=4)
+    bm25_first = searcher.search("nitrofurantoin", k=1, mode="bm25")[0].chunk.chunk_id
+    assert fused[0].chunk.chunk_id != bm25_first  # the hashed dense side decides the fused order
+    reranked = searcher.search("nitrofurantoin", k=4, rerank=True)
+    assert reranker.calls == [2]  # the fused first, and BM25's first from below it
+    assert bm25_first in {e.chunk.chunk_id for e in reranked[:2]}
+    assert sorted(e.chunk.chunk_id for e in reranked) == sorted(e.chunk.chunk_id for e in fused)
 
 
 def test_rerank_with_orders_by_score_and_records_the_hit(index: Path) -> None:
