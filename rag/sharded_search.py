@@ -27,7 +27,16 @@ from rag.embed import Embedder, HashEmbedder, LazyEmbedder
 from rag.errors import BundleError, BundleMismatchError, ConfigError
 from rag.filters import Filters
 from rag.fusion import Fused, collapse, maximal_marginal_relevance
-from rag.retrieve import DenseRetriever, Mode, Reranker, RerankerOnFirstUse, Searcher, fuse, plan_search
+from rag.retrieve import (
+    DenseRetriever,
+    Mode,
+    Reranker,
+    RerankerOnFirstUse,
+    Searcher,
+    fuse,
+    plan_search,
+    rerank_pool,
+)
 from rag.shards import ShardedIndex, load_sharded
 from rag.store import load_bundle
 from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
@@ -195,14 +204,16 @@ class ShardedSearcher:
             pool = fused[: max(3 * k, k)]
             vectors = self._gather("vectors", [item.key for item in pool], shard_of)
             fused = maximal_marginal_relevance(pool, np.stack(vectors), k, self.settings.mmr_lambda)
-        reranking = self.settings.rerank if rerank is None else rerank
-        head = fused[: max(k, self.settings.rerank_depth) if reranking else k]
-        records = self._gather("records", [item.key for item in head], shard_of)
-        evidence = [self._evidence(item, chunk, meta) for item, (chunk, meta) in zip(head, records, strict=True)]
-        if not reranking:
-            return evidence[:k]
-        depth = self.settings.rerank_depth
-        return (self.reranker.rerank(text, evidence[:depth]) + evidence[depth:k])[:k]
+        if not (self.settings.rerank if rerank is None else rerank):
+            return self._records(fused[:k], shard_of)
+        # The same pool as the single-index Searcher: the fused head plus each retriever's own best.
+        head, rest = rerank_pool(fused, self.settings.rerank_depth, self.settings.rerank_each)
+        evidence = self._records(head + rest[: max(0, k - len(head))], shard_of)  # one round trip to the shards
+        return (self.reranker.rerank(text, evidence[: len(head)]) + evidence[len(head) :])[:k]
+
+    def _records(self, items: Sequence[Fused[str]], shard_of: dict[str, int]) -> list[Evidence]:
+        records = self._gather("records", [item.key for item in items], shard_of) if items else []
+        return [self._evidence(item, chunk, meta) for item, (chunk, meta) in zip(items, records, strict=True)]
 
     @property
     def n_shards(self) -> int:

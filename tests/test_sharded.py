@@ -15,6 +15,7 @@ from rag.config import IndexSettings, RetrievalSettings
 from rag.embed import HashEmbedder
 from rag.errors import BundleError, BundleMismatchError, ConfigError
 from rag.filters import Filters
+from rag.rerank import LexicalReranker
 from rag.retrieve import Searcher
 from rag.sharded_search import ShardedSearcher, merge_rankings, open_searcher
 from rag.shards import SHARDED_MANIFEST, load_sharded, read_sharded_manifest, shard_of
@@ -72,6 +73,21 @@ def test_sharded_search_returns_the_single_bundles_top_10(built, mode: str, fusi
         b = [(e.chunk.chunk_id, e.score) for e in shards.search(query, k=10, mode=mode)]  # type: ignore[arg-type]
         assert len(a) == 10
         assert a == b, (query, a, b)  # ties (many in this corpus) are broken by FAISS id on both sides
+
+
+def test_reranked_search_reads_the_same_pool_as_the_single_bundle(built) -> None:  # type: ignore[no-untyped-def]
+    root, _, sharded, embedder = built
+    # A shallow head, so each retriever's own top 3 from below it join the pool on some queries.
+    settings = RetrievalSettings(rerank_depth=3, rerank_each=3)
+    single = Searcher.load(root / "single", embedder, settings, reranker=LexicalReranker())
+    shards = ShardedSearcher.load(sharded, embedder, settings, reranker=LexicalReranker())
+    grew = 0
+    for query in QUERIES:
+        a = [(e.chunk.chunk_id, e.score) for e in single.search(query, k=6, rerank=True)]
+        b = [(e.chunk.chunk_id, e.score) for e in shards.search(query, k=6, rerank=True)]
+        assert a == b, (query, a, b)
+        grew += sum("rerank" in e.retrievers for e in single.search(query, k=6, rerank=True)) > 3
+    assert grew, "no query's pool grew past rerank_depth: the test would not see rerank_each"
 
 
 def test_filters_collapse_and_duplicates_match_the_single_bundle(built) -> None:  # type: ignore[no-untyped-def]
@@ -276,7 +292,7 @@ def test_the_worker_message_is_taken_out_of_rays_wrappers() -> None:
 
     died = RuntimeError(  # an actor whose constructor raised carries only a formatted traceback
         "The actor died because of an error raised in its creation task, \x1b[36mray::ShardSearcher.__init__()\x1b[39m"
-        " (pid=1, ip=10.0.0.1)\n  File \"rag/store.py\", line 257, in _load_generation\n    raise BundleError(\n"
+        ' (pid=1, ip=10.0.0.1)\n  File "rag/store.py", line 257, in _load_generation\n    raise BundleError(\n'
         "rag.errors.BundleError: idx/g1/shard-001: damaged index: vectors do not match their checksum\n"
     )
     assert cause(TaskError("wrapper")) == "embedding service down"
