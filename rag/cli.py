@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
     search.add_argument(
-        "--rerank", action="store_true", help="rerank the best 20 with a trained cross-encoder (--reranker DIR)"
+        "--rerank",
+        action="store_true",
+        help="rerank the best 20 (and each retriever's own top 3) with a trained cross-encoder (--reranker DIR)",
     )
     search.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
     search.add_argument(

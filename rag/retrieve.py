@@ -251,8 +251,9 @@ class Searcher:
     ) -> list[Evidence]:
         """The k best chunks for `query`; fewer when fewer pass the filters or match at all.
 
-        With `rerank` (default: settings.rerank) the best `rerank_depth` fused chunks are re-ordered by the
-        reranker (their score becomes its score); any results below them keep the fused order.
+        With `rerank` (default: settings.rerank) the best `rerank_depth` fused chunks, and each retriever's own
+        best `rerank_each` wherever fusion put them, are re-ordered by the reranker (their score becomes its
+        score); any results below them keep the fused order.
         """
         text, k, names = plan_search(query, k, mode, self.settings)
         allowed = self._mask(filters or Filters())
@@ -318,8 +319,8 @@ def rerank_pool(fused: list[Fused[K]], depth: int, each: int) -> tuple[list[Fuse
     """(what the reranker reads, the rest in fused order): the fused top `depth`, then any candidate below it
     that one retriever ranked in its own top `each`."""
     head = fused[:depth] + [item for item in fused[depth:] if any(rank <= each for rank in item.ranks.values())]
-    taken = {id(item) for item in head}
-    return head, [item for item in fused[depth:] if id(item) not in taken]
+    taken = {item.key for item in head}
+    return head, [item for item in fused[depth:] if item.key not in taken]
 
 
 def plan_search(

@@ -48,7 +48,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrieval.add_argument(
         "--rerank",
         action="store_true",
-        help="also score hybrid search with the top 20 reranked (mode hybrid+rerank) by --reranker",
+        help="also score hybrid search with the top 20 (and each retriever's top 3) reranked (mode hybrid+rerank) "
+        "by --reranker",
     )
     retrieval.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
     retrieval.add_argument(
