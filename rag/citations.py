@@ -88,7 +88,7 @@ def _strip_keys(text: str, numeric: bool) -> str:
 
 
 # A quote this short ("Physical therapy") could come from anywhere; one of five words or more names its source.
-MIN_QUOTE_WORDS = 5
+_MIN_QUOTE_WORDS = 5
 
 
 def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> ParsedReply:
@@ -104,7 +104,7 @@ def attribute_quotes(parsed: ParsedReply, passages: Mapping[str, str]) -> Parsed
     suggestions = []
     for suggestion in parsed.suggestions:
         words = normalised_words(suggestion.text)
-        if suggestion.citations or len(words.split()) < MIN_QUOTE_WORDS:
+        if suggestion.citations or len(words.split()) < _MIN_QUOTE_WORDS:
             suggestions.append(suggestion)
             continue
         keys = tuple(key for key, text in normalised.items() if f" {words} " in text)

@@ -156,14 +156,14 @@ def quoted_in(claim: str, evidence: str, *, min_words: int = 4) -> str:
     matches = list(_WORD.finditer(evidence))
     words = [m.group(0).lower() for m in matches]
     n = len(claim_words)
-    bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(evidence)), len(evidence)]
+    bounds: list[int] = []  # sentence boundaries, found on the first match only: most pairs have none
     for start in range(len(words) - n + 1):
         if words[start : start + n] != claim_words:
             continue
+        bounds = bounds or [0, *(m.end() for m in _SENTENCE_END.finditer(evidence)), len(evidence)]
         begin, end = matches[start].start(), matches[start + n - 1].end()
         first = max(b for b in bounds if b <= begin)
-        before = [m.group(0).lower() for m in matches[max(0, start - 3) : start] if m.start() >= first]
-        if _NEGATIONS & set(before):
+        if any(words[i] in _NEGATIONS for i in range(max(0, start - 3), start) if matches[i].start() >= first):
             continue
         last = min(b for b in bounds if b >= end)
         return " ".join(evidence[first:last].split())
