@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rag.extractive import MAX_CHARS, ExtractiveAnswerer, evidence_units, inline_lists
 from rag.prompts import EvidenceItem
+from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
 from rag.verifier import quoted_in
 
 
@@ -110,6 +111,34 @@ def test_the_best_passage_is_quoted_first_and_another_only_when_rated_close_to_i
     thin = item("E1", "Alpha passage. Rest and fluids are the usual care for this.")
     padded = ExtractiveAnswerer().answer(question, [thin, NEAR], RatedScorer({"Alpha": 0.9, "Beta": 0.6}))
     assert padded.splitlines()[1].endswith("[E1]") and padded.splitlines()[2].endswith("[E2]")
+
+
+def reranked(key: str, doc: str, text: str, rating: float) -> EvidenceItem:
+    chunk = Chunk(f"c-{key}", doc, text, "", (), 0, len(text), None, None, 1, f"h-{key}")
+    meta = DocumentMeta(title=doc, doc_type="guideline", source="test")
+    evidence = Evidence(chunk, meta, rating, {"rerank": RetrieverHit(1, rating)})
+    return EvidenceItem(key=key, title=doc, source="test", year="", type="guideline", text=text, evidence=evidence)
+
+
+FULL = (
+    "Rest and fluids are the usual care for this. Symptoms settle within a week or two. "
+    "Paracetamol eases the aches and the fever."
+)
+
+
+def test_another_source_rated_level_with_the_best_is_quoted_before_the_best_passages_third_sentence() -> None:
+    question = "How is it treated ?"
+
+    def cited(other_doc: str, rating: float, equal_source: float = 0.95) -> list[str]:
+        evidence = [reranked("E1", "alpha", FULL, 0.9), reranked("E2", other_doc, NEAR.text, rating)]
+        reply = ExtractiveAnswerer(equal_source=equal_source).answer(question, evidence, RatedScorer({}))
+        return [line[-4:] for line in reply.splitlines()[1:]]
+
+    # Rated within 0.95 of the best, another document's page may be the one that answers: it is cited too.
+    assert cited("beta", 0.88) == ["[E1]", "[E1]", "[E2]"]
+    assert cited("beta", 0.88, equal_source=1.01) == ["[E1]", "[E1]", "[E1]"]  # the rule off
+    assert cited("beta", 0.8) == ["[E1]", "[E1]", "[E1]"]  # close (>= 0.8), not level: the best passage fills up
+    assert cited("alpha", 0.88) == ["[E1]", "[E1]", "[E1]"]  # another part of the same document is no new source
 
 
 def test_nothing_quotable_in_the_passages_worth_quoting_is_insufficient_evidence() -> None:
