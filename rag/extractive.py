@@ -4,8 +4,9 @@ Used when the configured generator is `extractive`, and as the fallback when a m
 or the model fails. Each suggestion is one evidence sentence (or one list, when a list was flattened into the
 text) with a preference for sentences that say what to do. With a trained scorer (the reranker) a sentence is
 chosen by how well it, read with its heading, answers the question, plus how well its passage does; the best
-passage is quoted first, in its own order, and others only when it is thin or rated nearly as high. Without a
-scorer, by similarity to the question (the embedder when there is one, word overlap otherwise).
+passage is quoted first, in its own order, and others only when it is thin or rated nearly as high (another
+document rated level with it gives its best sentence too). Without a scorer, by similarity to the question (the
+embedder when there is one, word overlap otherwise).
 """
 
 from __future__ import annotations
@@ -152,9 +153,8 @@ class ExtractiveAnswerer:
         order = [int(i) for i in np.argsort(-np.asarray(scores), kind="stable")]
         if passage:
             order.sort(key=lambda i: -passage[candidates[i].rank])  # stable: best passage first, best units within
-        close = self.second_passage * max(passage, default=0.0)  # a passage rated this high is quoted as well
-        if passage:
             order = self._other_sources_first(order, candidates, passage, docs)
+        close = self.second_passage * max(passage, default=0.0)  # a passage rated this high is quoted as well
         for index in order:
             unit = candidates[index]
             if used.get(unit.key, 0) >= self.per_passage or any(unit.sentence == c.sentence for c in chosen):
