@@ -42,6 +42,7 @@ class ParsedReply:
     abstained: bool
     usable: bool  # False: nothing resembling an answer (empty, or prose with no citation at all)
     numeric_keys: bool  # the reply wrote [1] for [E1]
+    unknown_keys: tuple[str, ...] = ()  # sentence keys (rag.selection) that name no sentence the prompt showed
 
 
 def parse_reply(text: str) -> ParsedReply:

@@ -287,12 +287,13 @@ def default_cache_dir(settings: IndexSettings) -> Path:
 
 def answer_template(answer: AnswerSettings, generator: GeneratorSettings) -> str:
     """The answer template: `answer.template`, or, when unset, "answer" for a generator that applies a fine-tuned
-    adapter (the packaged default: its adapter learnt that prompt) or the extractive answerer, and "answer-quoted"
-    for other models. Asked to copy sentences word for word, the 1.5B's suggestions are checkable and it cites
-    what it quotes: on MedQuAD treatment questions 1,042-1,071 its content F1 went 0.603 -> 0.644 and its
-    fallback rate 0.60 -> 0.17. With `answer.shots` > 0, "answer" becomes its few-shot form."""
+    adapter (the packaged default: its adapter learnt that prompt) or the extractive answerer, and "answer-select"
+    for other models: the model names the evidence sentences that answer and the engine quotes them. With the 1.5B
+    on MedQuAD treatment questions 1,072-1,131 and 100-138 (99), against "answer-quoted" v2 (sentences copied by
+    the model): content F1 0.665 -> 0.700, cited precision 0.75 -> 0.84, p50 5.1 s -> 1.8 s
+    (benchmarks/RESULTS.md, issue 16). With `answer.shots` > 0, "answer" becomes its few-shot form."""
     name = answer.template
     if name is None:
         tuned = generator.kind == "extractive" or generator.adapter_path() is not None
-        name = "answer" if tuned else "answer-quoted"
+        name = "answer" if tuned else "answer-select"
     return "answer-few-shot" if answer.shots > 0 and name == "answer" else name

@@ -25,7 +25,7 @@ from rag.citations import ParsedReply, ParsedSuggestion, attribute_quotes, parse
 from rag.config import GeneratorSettings, Settings, answer_template
 from rag.embed import Embedder
 from rag.errors import ClinragError
-from rag.extractive import ExtractiveAnswerer, evidence_units
+from rag.extractive import ExtractiveAnswerer
 from rag.filters import Filters
 from rag.generators.base import GenerationError, Generator
 from rag.grounding import not_from_evidence
@@ -35,8 +35,10 @@ from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_templ
 from rag.quote_completion import complete_quotes
 from rag.rerank import PairScorer
 from rag.retrieve import DenseRetriever, Reranker, Searcher, clean_query
+from rag.selection import parse_selection
 from rag.store import load_bundle, read_manifest
 from rag.types import DocumentMeta, Evidence
+from rag.units import evidence_units
 from rag.verdict import SupportJudge, Verdict
 from rag.verifier import load_support_checker
 
@@ -153,7 +155,7 @@ class Engine:
         mark = time.perf_counter()
         scorer = _pair_scorer(searcher) if answer_settings.rerank else None
         reply, fallback, new_tokens = self._generate(text, prompt, scorer)
-        parsed = attribute_quotes(parse_reply(reply), {e.key: e.shown for e in prompt.evidence})
+        parsed = attribute_quotes(self._parse(reply, prompt, fallback), {e.key: e.shown for e in prompt.evidence})
         parsed = complete_quotes(parsed, prompt.evidence)
         unusable = not parsed.usable and not parsed.abstained and self.generator is not None
         if unusable and answer_settings.fallback_to_extractive:
@@ -226,15 +228,22 @@ class Engine:
         if self.generator is None:
             return self.extractive.answer(question, prompt.evidence, scorer), None, 0
         gen = self.settings.generator
+        cap = self.template.max_new_tokens or gen.max_new_tokens
         try:
             generation = self.generator.generate(
-                prompt.messages, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature
+                prompt.messages, max_new_tokens=min(gen.max_new_tokens, cap), temperature=gen.temperature
             )
         except (GenerationError, RuntimeError) as exc:  # RuntimeError: torch failures inside a local model
             if not self.settings.answer.fallback_to_extractive:
                 raise
             return self.extractive.answer(question, prompt.evidence, scorer), f"the generator failed: {exc}", 0
         return generation.text, None, generation.new_tokens
+
+    def _parse(self, reply: str, prompt: RenderedPrompt, fallback: str | None) -> ParsedReply:
+        """The model's reply read in its template's format; an extractive stand-in is always in the ordinary one."""
+        if self.generator is not None and fallback is None and self.template.numbered:
+            return parse_selection(reply, prompt.evidence)
+        return parse_reply(reply)
 
     def _check(
         self,
@@ -261,7 +270,7 @@ class Engine:
                 abstained="the generator found the evidence insufficient",
             )
         checked = self._check_suggestions(parsed.suggestions, by_key, patient)
-        dropped = tuple(dict.fromkeys(k for c in checked for k in c.dropped))
+        dropped = tuple(dict.fromkeys([*parsed.unknown_keys, *(k for c in checked for k in c.dropped)]))
         suggestions = [c.suggestion for c in checked]
         # A suggestion its own evidence contradicts is always removed; unsupported ones when configured.
         remove_unsupported = self.settings.answer.remove_unsupported

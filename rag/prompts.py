@@ -21,6 +21,7 @@ from rag.citations import CITATION_KEYS
 from rag.errors import ConfigError
 from rag.generators.base import ChatMessage
 from rag.types import Evidence
+from rag.units import evidence_units
 
 DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 REGISTRY = "templates.toml"
@@ -32,6 +33,10 @@ REGISTRY = "templates.toml"
 _TAG = re.compile(r"<\s*(?:/\s*)?evidence[^>]*>?", re.IGNORECASE)
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>")
 _MARKERS = re.compile(r"(SUGGESTIONS\s*:|INSUFFICIENT\s+EVIDENCE)", re.IGNORECASE)  # glued to a word too
+# A sentence key as the `answer-select` template numbers the evidence ("[E1.3]"): a document writing one could
+# pass its own line off as a numbered sentence of another passage.
+_SENTENCE_KEY = re.compile(r"\[\s*(E\s*\d+\s*\.\s*\d+)\s*\]", re.IGNORECASE)
+REPLY_FORMATS = ("suggestions", "sentence-keys")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,11 @@ class EvidenceItem:
         """Heading and text as the evidence block shows them (`{{ item.title }}: {{ item.text }}`)."""
         return f"{self.title}: {self.text}"
 
-    def for_template(self) -> dict[str, str]:
+    def sentences(self) -> list[tuple[str, str]]:
+        """The passage's quotable units (`rag.units`) under their keys: E1.1, E1.2, ..."""
+        return [(f"{self.key}.{n}", unit) for n, (_, unit) in enumerate(evidence_units(self.text), 1)]
+
+    def for_template(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "title": self.title,
@@ -59,6 +68,7 @@ class EvidenceItem:
             "year": self.year,
             "type": self.type,
             "text": self.text,
+            "sentences": [{"key": key, "text": text} for key, text in self.sentences()],
         }
 
 
@@ -81,6 +91,15 @@ class PromptTemplate:
     variables: frozenset[str]
     examples: tuple[Example, ...]
     folder: Path
+    # "suggestions": the model writes cited suggestions; "sentence-keys": it names numbered evidence sentences
+    # (E1.3) and the engine quotes them (rag.selection).
+    reply: str = "suggestions"
+    max_new_tokens: int | None = None  # a cap on the reply below generator.max_new_tokens (a list of keys is short)
+
+    @property
+    def numbered(self) -> bool:
+        """The evidence is shown sentence by sentence under keys (E1.1, E1.2, ...)."""
+        return self.reply == "sentence-keys"
 
     @property
     def label(self) -> str:
@@ -111,6 +130,7 @@ def escape_document_text(text: str) -> str:
     text = _SPECIAL.sub(" ", text).replace("<|", "‹|").replace("|>", "|›")
     text = _TAG.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
     text = CITATION_KEYS.sub(lambda m: f"({m.group(1)})", text)
+    text = _SENTENCE_KEY.sub(lambda m: f"({m.group(1)})", text)
     return _MARKERS.sub(lambda m: m.group(0).lower(), text)
 
 
@@ -158,11 +178,19 @@ def load_template(name: str, prompts_dir: str | Path | None = None) -> PromptTem
             variables=declared,
             examples=_load_examples(folder / entry["examples"]) if entry.get("examples") else (),
             folder=folder,
+            reply=str(entry.get("reply", "suggestions")),
+            max_new_tokens=int(entry["max_new_tokens"]) if "max_new_tokens" in entry else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
             f"{registry}: template {name!r} needs version, system, user and variables ({type(exc).__name__}: {exc})"
         ) from exc
+    if template.reply not in REPLY_FORMATS:
+        raise ConfigError(f"{registry}: template {name!r} has reply = {template.reply!r}; use one of {REPLY_FORMATS}")
+    if template.max_new_tokens is not None and template.max_new_tokens < 1:
+        raise ConfigError(
+            f"{registry}: template {name!r} has max_new_tokens = {template.max_new_tokens}; use 1 or more"
+        )
     used = _variables_used(folder, template.system) | _variables_used(folder, template.user)
     if used != declared:
         raise ConfigError(
@@ -274,7 +302,7 @@ def render(
             f"prompt {template.label} without evidence already takes {base} tokens, over max_prompt_tokens "
             f"{max_prompt_tokens}; raise answer.max_prompt_tokens or use fewer shots"
         )
-    kept = _fit_evidence(evidence, budget, count_tokens)
+    kept = _fit_evidence(evidence, budget, count_tokens, template.numbered)
     order = lost_in_the_middle_order(len(kept))
     items = tuple(evidence_item(f"E{i + 1}", kept[rank][0], kept[rank][1]) for i, rank in enumerate(order))
     user = user_text(items)
@@ -288,13 +316,20 @@ def render(
     )
 
 
+_KEY_TOKENS = 8  # "[E1.3] " is 5 tokens in Qwen2.5's tokenizer and 6 in SmolLM2's; "[E12.14] " 7 and 8
+
+
 def _fit_evidence(
-    evidence: Sequence[Evidence], budget: int, count_tokens: Callable[[str], int]
+    evidence: Sequence[Evidence], budget: int, count_tokens: Callable[[str], int], numbered: bool = False
 ) -> list[tuple[Evidence, str]]:
+    def cost_of(text: str, title: str) -> int:
+        keys = _KEY_TOKENS * len(evidence_units(text)) if numbered else 0  # "[E1.3] " before each sentence
+        return count_tokens(text) + count_tokens(title) + 24 + keys  # tag, key and attributes
+
     kept: list[tuple[Evidence, str]] = []
     for item in evidence:
         text = item.chunk.text
-        cost = count_tokens(text) + count_tokens(item.meta.title) + 24  # tag, key and attributes
+        cost = cost_of(text, item.meta.title)
         if cost <= budget:
             kept.append((item, text))
             budget -= cost
@@ -305,7 +340,7 @@ def _fit_evidence(
             part = ""
             for sentence in sentences:
                 candidate = f"{part} {sentence}".strip()
-                if count_tokens(candidate) + count_tokens(item.meta.title) + 24 > budget:
+                if cost_of(candidate, item.meta.title) > budget:
                     break
                 part = candidate
             if part:

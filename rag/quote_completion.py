@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from rag.citations import ParsedReply, ParsedSuggestion, normalised_words
-from rag.extractive import evidence_units
 from rag.prompts import EvidenceItem
+from rag.units import evidence_units
 
 # "Drug Therapy [E1]" is a fragment worth completing; one word could come from anywhere.
 _MIN_FRAGMENT_WORDS = 2

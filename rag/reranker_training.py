@@ -25,10 +25,10 @@ from typing import Any
 from rag.crossenc.listwise import RankGroup
 from rag.errors import ConfigError
 from rag.evaluation.retrieval import Qrels, load_queries, load_query_types
-from rag.extractive import evidence_units
 from rag.retrieve import Searcher
 from rag.store import file_sha256
 from rag.types import Chunk, Evidence
+from rag.units import evidence_units
 
 MINING_DEPTH = 30
 

@@ -94,9 +94,9 @@ def test_the_answer_template_follows_the_generator_unless_set() -> None:
     assert chosen() == "answer"  # the packaged model's adapter learnt this prompt
     assert chosen(**{"answer.shots": 2}) == "answer-few-shot"
     assert chosen(**{"generator.kind": "extractive"}) == "answer"
-    assert chosen(**{"generator.kind": "llamacpp", "generator.model": "qwen-coder-1.5b"}) == "answer-quoted"
-    assert chosen(**{"generator.adapter": "none"}) == "answer-quoted"  # the bare base model
+    assert chosen(**{"generator.kind": "llamacpp", "generator.model": "qwen-coder-1.5b"}) == "answer-select"
+    assert chosen(**{"generator.adapter": "none"}) == "answer-select"  # the bare base model
     endpoint = {"generator.kind": "openai", "generator.base_url": "http://localhost:8000/v1", "generator.model": "m"}
-    assert chosen(**endpoint) == "answer-quoted"
+    assert chosen(**endpoint) == "answer-select"
     assert chosen(**endpoint, **{"answer.template": "answer"}) == "answer"  # a set template always wins
     assert chosen(**endpoint, **{"answer.template": "answer", "answer.shots": 1}) == "answer-few-shot"

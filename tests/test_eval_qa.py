@@ -498,6 +498,25 @@ def test_mirage_subsets_and_kqa_generation(tmp_path: Path) -> None:
     assert summary.citation_recall == 1.0
 
 
+def test_kqa_with_the_sentence_key_template_scores_the_sentences_the_model_names(tmp_path: Path) -> None:
+    (tmp_path / "k.jsonl").write_text(
+        json.dumps({"Question": "What helps an itchy bite?", "Must_have": ["Hydrocortisone cream treats itching"]})
+        + "\n"
+    )
+    bites = "Insect bites are most common in the summer months. Hydrocortisone cream treats itching from bites."
+    index = write_index(tmp_path, {"d1": bites})
+    generator = fake(replies=lambda m: "E1.2")
+    grid = grid_from_mapping({"templates": ["answer-select"]})
+    result = run(tmp_path, tmp_path / "k.jsonl", "kqa", grid, index=index, generators={"default": generator},
+                 checker=WordChecker())  # fmt: skip
+    (summary,) = result.summaries
+    assert "[E1.2] Hydrocortisone cream treats itching from bites." in generator.calls[0].messages[-1].content
+    assert generator.calls[0].max_new_tokens == 40  # the template's cap
+    assert predictions(result.out)[0]["parsed"] == "Hydrocortisone cream treats itching from bites."
+    assert summary.comprehensiveness is not None and summary.comprehensiveness.value == 1.0
+    assert summary.citation_recall == 1.0
+
+
 def test_plots_are_skipped_without_matplotlib(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rag.extractive import MAX_CHARS, ExtractiveAnswerer, evidence_units, inline_lists
+from rag.extractive import ExtractiveAnswerer
 from rag.prompts import EvidenceItem
 from rag.types import Chunk, DocumentMeta, Evidence, RetrieverHit
+from rag.units import MAX_CHARS, evidence_units, inline_lists
 from rag.verifier import quoted_in
 
 

@@ -30,7 +30,6 @@ from indexer.load.text import find_headings
 from rag.citations import CITATION_KEYS, parse_reply
 from rag.config import ChunkerSettings
 from rag.errors import ConfigError
-from rag.extractive import MAX_CHARS, evidence_units
 from rag.fusion import collapse, convex_combination, maximal_marginal_relevance, reciprocal_rank_fusion
 from rag.patient import Patient, load_patient
 from rag.privacy import scrub
@@ -40,6 +39,7 @@ from rag.retrieve import MAX_QUERY_CHARS, clean_query
 from rag.support import LexicalSupportChecker
 from rag.tokenize import ENGLISH_STOPWORDS, ClinicalTokenizer, TokenizerConfig
 from rag.types import Chunk, DocumentMeta, Evidence
+from rag.units import MAX_CHARS, evidence_units
 from tests.reliability_helpers import embedder, trials
 
 EXAMPLES = trials("CLINRAG_FUZZ_EXAMPLES", 60)

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
         "--template",
         metavar="NAME",
         help="answer template in prompts/templates.toml (default: answer for the fine-tuned or extractive "
-        "generator, answer-quoted for other models)",
+        "generator, answer-select for other models)",
     )
     parser.add_argument(
         "--reranker",

@@ -20,6 +20,8 @@ from rag.evaluation.qa.prompting import ItemPrompt, PromptBuilder
 from rag.evaluation.qa.records import Prediction
 from rag.evaluation.qa.scoring import citation_counts, kqa_counts, parse_choice
 from rag.generators.base import Generator, LabelScorer
+from rag.prompts import EvidenceItem
+from rag.selection import parse_selection
 from rag.verdict import SupportJudge
 
 ABSTAINED = "abstained"
@@ -80,12 +82,14 @@ class ItemEvaluator:
         }
 
     def _generate(self, item: QAItem, prompt: ItemPrompt) -> dict[str, Any]:
-        generation = self.generator.generate(prompt.messages, max_new_tokens=self.max_new_tokens, temperature=0.0)
+        template = self.builder.template
+        cap = min(self.max_new_tokens, template.max_new_tokens or self.max_new_tokens)
+        generation = self.generator.generate(prompt.messages, max_new_tokens=cap, temperature=0.0)
         text = generation.text
         fields: dict[str, Any] = {"raw_output": text, "new_tokens": generation.new_tokens}
         passages = {e.key: e.text for e in prompt.evidence}
         if item.format == "kqa":
-            statements, abstained = _answer_statements(text)
+            statements, abstained = _answer_statements(text, prompt.evidence if template.numbered else None)
             fields["parsed"] = ABSTAINED if abstained else " ".join(s.text for s in statements) or None
             if self.checker is not None:
                 answer = " ".join(s.text for s in statements)
@@ -100,9 +104,13 @@ class ItemEvaluator:
         return fields
 
 
-def _answer_statements(text: str) -> tuple[tuple[ParsedSuggestion, ...], bool]:
-    """The reply's statements with their citations; prose that cites nothing is one uncited statement."""
-    reply = parse_reply(text)
+def _answer_statements(
+    text: str, numbered: Sequence[EvidenceItem] | None = None
+) -> tuple[tuple[ParsedSuggestion, ...], bool]:
+    """The reply's statements with their citations; prose that cites nothing is one uncited statement.
+
+    `numbered`: the evidence a sentence-key template (`answer-select`) showed; the named sentences are the answer."""
+    reply = parse_selection(text, numbered) if numbered is not None else parse_reply(text)
     if reply.abstained:
         return (), True
     if reply.suggestions:

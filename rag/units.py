@@ -1,0 +1,95 @@
+"""The quotable units of a passage: its sentences, its Markdown list items, and lists flattened into its text.
+
+Everything that quotes evidence uses these units, so that a quote means the same thing everywhere: the extractive
+answer picks them, quote completion shows a fragment as the unit it came from, the `answer-select` template numbers
+them for a model to choose from, and reranker training scores them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+_LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,2}[.)])\s+(.+)$")
+# A list flattened into running text ("These resources address X: - Gene Review: X - Genetic Testing Registry: X"),
+# as MedQuAD and other scraped corpora store them: a colon, then items separated by " - ".
+_INLINE_LIST = re.compile(r":\s+-\s+")
+_INLINE_ITEM = re.compile(r"(?<!\s)\s+-\s+")  # tried once per run of spaces: linear on a hostile run
+MIN_CHARS, MAX_CHARS = 30, 400
+
+
+class Piece(NamedTuple):
+    heading: str
+    sentence: str
+    list_id: int
+
+
+def evidence_units(text: str, heading: str = "") -> list[tuple[str, str]]:
+    """(heading, sentence) pairs: Markdown headings set the context, list items and sentences are the units."""
+    return [(piece.heading, piece.sentence) for piece in evidence_pieces(text, heading)]
+
+
+def evidence_pieces(text: str, heading: str = "") -> list[Piece]:
+    """Each unit with its heading and which Markdown list of the passage it is an item of (-1 for none)."""
+    out: list[Piece] = []
+    paragraph: list[str] = []
+    lists, current = 0, -1  # Markdown lists seen, and the one being read: text or a heading ends it, a blank line not
+
+    def flush() -> None:
+        for sentence in _SENTENCE.split(" ".join(paragraph)):
+            for unit in inline_lists(sentence):
+                _keep(out, heading, unit, -1)
+        paragraph.clear()
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or _LIST_ITEM.match(line) or line.startswith("#"):
+            flush()
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+            current = -1
+        elif item := _LIST_ITEM.match(line):
+            if current < 0:
+                current, lists = lists, lists + 1
+            _keep(out, heading, item.group(1), current)
+        elif line:
+            paragraph.append(line)
+            current = -1
+    flush()
+    return out
+
+
+def inline_lists(sentence: str) -> list[str]:
+    """The sentence itself, or for each list flattened into it ("Intro: - a - b - c") one unit "Intro: a; b; c".
+
+    Read whole, such a sentence is too long to quote (all of a resource page's links in one "sentence") and its
+    items are too short to quote alone, so a passage that is only a list gave the answer nothing to cite. A unit
+    keeps the list's lead-in and as many items as fit in MAX_CHARS, cut between items; its words are the
+    passage's words in the passage's order, so the unit is still a quote. When a second list follows, its
+    lead-in has run into the first list's last item (there is no full stop between them): that item leads it.
+    """
+    parts = _INLINE_LIST.split(sentence)
+    if len(parts) == 1:
+        return [sentence]
+    units = []
+    lead = parts[0].strip()
+    for number, body in enumerate(parts[1:], 1):
+        items = [item.strip() for item in _INLINE_ITEM.split(body) if item.strip()]
+        next_lead = items.pop() if number < len(parts) - 1 and items else ""
+        unit = ""
+        for item in items:
+            longer = f"{unit}; {item}" if unit else f"{lead}: {item}" if lead else item
+            if len(longer) > MAX_CHARS:
+                break
+            unit = longer
+        if unit:
+            units.append(unit)
+        lead = next_lead
+    return units
+
+
+def _keep(out: list[Piece], heading: str, sentence: str, list_id: int) -> None:
+    sentence = sentence.strip()
+    if MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":"):
+        out.append(Piece(heading, sentence, list_id))
