@@ -290,7 +290,7 @@ def answer_template(answer: AnswerSettings, generator: GeneratorSettings) -> str
     adapter (the packaged default: its adapter learnt that prompt) or the extractive answerer, and "answer-select"
     for other models: the model names the evidence sentences that answer and the engine quotes them. With the 1.5B
     on MedQuAD treatment questions 1,072-1,131 and 100-138 (99), against "answer-quoted" v2 (sentences copied by
-    the model): content F1 0.665 -> 0.700, cited precision 0.75 -> 0.84, p50 5.1 s -> 1.8 s
+    the model): content F1 0.665 -> 0.705, cited precision 0.75 -> 0.87, p50 5.1 s -> 1.8 s
     (benchmarks/RESULTS.md, issue 16). With `answer.shots` > 0, "answer" becomes its few-shot form."""
     name = answer.template
     if name is None:

@@ -21,7 +21,7 @@ from rag.citations import CITATION_KEYS
 from rag.errors import ConfigError
 from rag.generators.base import ChatMessage
 from rag.types import Evidence
-from rag.units import evidence_units
+from rag.units import evidence_lines, evidence_units
 
 DEFAULT_PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 REGISTRY = "templates.toml"
@@ -58,7 +58,7 @@ class EvidenceItem:
 
     def sentences(self) -> list[tuple[str, str]]:
         """The passage's quotable units (`rag.units`) under their keys: E1.1, E1.2, ..."""
-        return [(f"{self.key}.{n}", unit) for n, (_, unit) in enumerate(evidence_units(self.text), 1)]
+        return [(line["key"], line["text"]) for line in self.numbered_lines() if line["key"]]
 
     def for_template(self) -> dict[str, Any]:
         return {
@@ -68,8 +68,16 @@ class EvidenceItem:
             "year": self.year,
             "type": self.type,
             "text": self.text,
-            "sentences": [{"key": key, "text": text} for key, text in self.sentences()],
+            "lines": self.numbered_lines(),
         }
+
+    def numbered_lines(self) -> list[dict[str, str]]:
+        """The passage line by line, each quotable unit under its key (as `sentences`), context lines under none."""
+        lines, number = [], 0
+        for text, quotable in evidence_lines(self.text):
+            number += quotable
+            lines.append({"key": f"{self.key}.{number}" if quotable else "", "text": text})
+        return lines
 
 
 @dataclass(frozen=True)

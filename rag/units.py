@@ -32,7 +32,20 @@ def evidence_units(text: str, heading: str = "") -> list[tuple[str, str]]:
 
 def evidence_pieces(text: str, heading: str = "") -> list[Piece]:
     """Each unit with its heading and which Markdown list of the passage it is an item of (-1 for none)."""
-    out: list[Piece] = []
+    return [piece for piece, quotable in _walk(text, heading) if quotable]
+
+
+def evidence_lines(text: str) -> list[tuple[str, bool]]:
+    """The passage as (line, quotable) in order: its units, and the context between them that is no unit.
+
+    Context is a heading line, a lead-in ending in ":" ("Do not use:"), or a sentence too short or too long to
+    quote. A model choosing units needs it: a list item read without "Do not use:" above it says the opposite.
+    The quotable lines are `evidence_units(text)`, in the same order."""
+    return [(piece.sentence, quotable) for piece, quotable in _walk(text, "")]
+
+
+def _walk(text: str, heading: str) -> list[tuple[Piece, bool]]:
+    out: list[tuple[Piece, bool]] = []
     paragraph: list[str] = []
     lists, current = 0, -1  # Markdown lists seen, and the one being read: text or a heading ends it, a blank line not
 
@@ -48,6 +61,7 @@ def evidence_pieces(text: str, heading: str = "") -> list[Piece]:
             flush()
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
+            out.append((Piece(heading, line, -1), False))
             current = -1
         elif item := _LIST_ITEM.match(line):
             if current < 0:
@@ -89,7 +103,8 @@ def inline_lists(sentence: str) -> list[str]:
     return units
 
 
-def _keep(out: list[Piece], heading: str, sentence: str, list_id: int) -> None:
+def _keep(out: list[tuple[Piece, bool]], heading: str, sentence: str, list_id: int) -> None:
     sentence = sentence.strip()
-    if MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":"):
-        out.append(Piece(heading, sentence, list_id))
+    if sentence:
+        quotable = MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":")
+        out.append((Piece(heading, sentence, list_id), quotable))
