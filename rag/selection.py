@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.prompts import EvidenceItem
 
-# "E1.3", "[E1.3]", "e 1 . 3"; the passage and sentence numbers are what the prompt wrote.
-_KEY = re.compile(r"(?<![A-Za-z0-9])E\s*(\d{1,3})\s*\.\s*(\d{1,4})(?!\d)", re.IGNORECASE)
+# "E1.3", "[E1.3]", "e1.3", as the prompt writes them; no spaces inside, so "vitamin E 1.5 mg" in a reply that
+# ignored the format is not read as a key.
+_KEY = re.compile(r"(?<![A-Za-z0-9])E(\d{1,3})\.(\d{1,4})(?!\.?\d)", re.IGNORECASE)
 
 
 def parse_selection(reply: str, evidence: Sequence[EvidenceItem]) -> ParsedReply:

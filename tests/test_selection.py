@@ -35,7 +35,7 @@ def test_named_sentences_are_quoted_in_the_replys_order_once_each_citing_their_p
     evidence = [item("E1", HISTORY, FLARE), item("E2", ALLOPURINOL, DIET)]
     assert evidence[0].sentences() == [("E1.1", HISTORY), ("E1.2", FLARE)]
 
-    parsed = parse_selection("E2.1\n[E1.2]\nE1.2\ne 2 . 2\nE1.9\nE3.1", evidence)
+    parsed = parse_selection("E2.1\n[E1.2]\nE1.2\ne2.2.\nE1.9\nE3.1\nE1.1.4", evidence)
 
     assert [(s.text, s.citations) for s in parsed.suggestions] == [
         (ALLOPURINOL, ("E2",)),
@@ -51,6 +51,8 @@ def test_a_reply_without_sentence_keys_is_read_in_the_ordinary_format() -> None:
     assert parse_selection("INSUFFICIENT EVIDENCE", evidence).abstained
     ordinary = parse_selection(f"SUGGESTIONS:\n1. {FLARE} [E1]", evidence)
     assert [(s.text, s.citations) for s in ordinary.suggestions] == [(FLARE, ("E1",))]
+    dose = parse_selection("SUGGESTIONS:\n1. Vitamin E 1.5 mg is not needed. [E1]", evidence)
+    assert [s.citations for s in dose.suggestions] == [("E1",)] and not dose.unknown_keys
     only_unknown = parse_selection("E4.1", evidence)
     assert not only_unknown.usable and only_unknown.unknown_keys == ("E4.1",)
 
