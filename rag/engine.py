@@ -35,7 +35,7 @@ from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, load_templ
 from rag.quote_completion import complete_quotes
 from rag.rerank import PairScorer
 from rag.retrieve import DenseRetriever, Reranker, Searcher, clean_query
-from rag.selection import parse_selection
+from rag.selection import read_reply
 from rag.store import load_bundle, read_manifest
 from rag.types import DocumentMeta, Evidence
 from rag.units import evidence_units
@@ -228,10 +228,11 @@ class Engine:
         if self.generator is None:
             return self.extractive.answer(question, prompt.evidence, scorer), None, 0
         gen = self.settings.generator
-        cap = self.template.max_new_tokens or gen.max_new_tokens
         try:
             generation = self.generator.generate(
-                prompt.messages, max_new_tokens=min(gen.max_new_tokens, cap), temperature=gen.temperature
+                prompt.messages,
+                max_new_tokens=self.template.reply_tokens(gen.max_new_tokens),
+                temperature=gen.temperature,
             )
         except (GenerationError, RuntimeError) as exc:  # RuntimeError: torch failures inside a local model
             if not self.settings.answer.fallback_to_extractive:
@@ -241,9 +242,9 @@ class Engine:
 
     def _parse(self, reply: str, prompt: RenderedPrompt, fallback: str | None) -> ParsedReply:
         """The model's reply read in its template's format; an extractive stand-in is always in the ordinary one."""
-        if self.generator is not None and fallback is None and self.template.numbered:
-            return parse_selection(reply, prompt.evidence)
-        return parse_reply(reply)
+        if self.generator is None or fallback is not None:
+            return parse_reply(reply)
+        return read_reply(reply, prompt.evidence, self.template)
 
     def _check(
         self,

@@ -60,16 +60,19 @@ class EvidenceItem:
         """The passage's quotable units (`rag.units`) under their keys: E1.1, E1.2, ..."""
         return [(line["key"], line["text"]) for line in self.numbered_lines() if line["key"]]
 
-    def for_template(self) -> dict[str, Any]:
-        return {
+    def for_template(self, numbered: bool = False) -> dict[str, Any]:
+        """The template's view; `numbered` adds `lines` (`numbered_lines`) for templates that show them."""
+        shown: dict[str, Any] = {
             "key": self.key,
             "title": self.title,
             "source": self.source,
             "year": self.year,
             "type": self.type,
             "text": self.text,
-            "lines": self.numbered_lines(),
         }
+        if numbered:
+            shown["lines"] = self.numbered_lines()
+        return shown
 
     def numbered_lines(self) -> list[dict[str, str]]:
         """The passage line by line, each quotable unit under its key (as `sentences`), context lines under none."""
@@ -108,6 +111,10 @@ class PromptTemplate:
     def numbered(self) -> bool:
         """The evidence is shown sentence by sentence under keys (E1.1, E1.2, ...)."""
         return self.reply == "sentence-keys"
+
+    def reply_tokens(self, limit: int) -> int:
+        """New tokens a reply to this template may take: `limit`, or the template's own cap when lower."""
+        return min(limit, self.max_new_tokens or limit)
 
     @property
     def label(self) -> str:
@@ -290,15 +297,17 @@ def render(
     env = _environment(template.folder)
     system = env.get_template(template.system).render()
 
+    numbered = template.numbered
+
     def user_text(items: Sequence[EvidenceItem]) -> str:
         variables: dict[str, Any] = {
             "question": question,
-            "evidence": [i.for_template() for i in items],
+            "evidence": [i.for_template(numbered) for i in items],
             "patient_lines": list(patient_lines),
         }
         if "examples" in template.variables:
             variables["examples"] = [
-                {"question": e.question, "answer": e.answer, "evidence": [i.for_template() for i in e.evidence]}
+                {"question": e.question, "answer": e.answer, "evidence": [i.for_template(numbered) for i in e.evidence]}
                 for e in examples
             ]
         return str(env.get_template(template.user).render(**variables)).strip() + "\n"

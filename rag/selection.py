@@ -18,11 +18,16 @@ import re
 from collections.abc import Sequence
 
 from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
-from rag.prompts import EvidenceItem
+from rag.prompts import EvidenceItem, PromptTemplate
 
 # "E1.3", "[E1.3]", "e1.3", as the prompt writes them; no spaces inside, so "vitamin E 1.5 mg" in a reply that
 # ignored the format is not read as a key.
 _KEY = re.compile(r"(?<![A-Za-z0-9])E(\d{1,3})\.(\d{1,4})(?!\.?\d)", re.IGNORECASE)
+
+
+def read_reply(reply: str, evidence: Sequence[EvidenceItem], template: PromptTemplate) -> ParsedReply:
+    """A model's reply to `template`, read in the template's reply format."""
+    return parse_selection(reply, evidence) if template.numbered else parse_reply(reply)
 
 
 def parse_selection(reply: str, evidence: Sequence[EvidenceItem]) -> ParsedReply:

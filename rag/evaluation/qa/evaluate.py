@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rag.citations import ParsedSuggestion, parse_reply
+from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
 from rag.closed_form import label_reply, parse_conclusion, parse_decision, score_choices
 from rag.errors import ConfigError
 from rag.evaluation.metrics import unique_in_order
@@ -20,8 +20,7 @@ from rag.evaluation.qa.prompting import ItemPrompt, PromptBuilder
 from rag.evaluation.qa.records import Prediction
 from rag.evaluation.qa.scoring import citation_counts, kqa_counts, parse_choice
 from rag.generators.base import Generator, LabelScorer
-from rag.prompts import EvidenceItem
-from rag.selection import parse_selection
+from rag.selection import read_reply
 from rag.verdict import SupportJudge
 
 ABSTAINED = "abstained"
@@ -83,13 +82,14 @@ class ItemEvaluator:
 
     def _generate(self, item: QAItem, prompt: ItemPrompt) -> dict[str, Any]:
         template = self.builder.template
-        cap = min(self.max_new_tokens, template.max_new_tokens or self.max_new_tokens)
-        generation = self.generator.generate(prompt.messages, max_new_tokens=cap, temperature=0.0)
+        generation = self.generator.generate(
+            prompt.messages, max_new_tokens=template.reply_tokens(self.max_new_tokens), temperature=0.0
+        )
         text = generation.text
         fields: dict[str, Any] = {"raw_output": text, "new_tokens": generation.new_tokens}
         passages = {e.key: e.text for e in prompt.evidence}
         if item.format == "kqa":
-            statements, abstained = _answer_statements(text, prompt.evidence if template.numbered else None)
+            statements, abstained = _statements(read_reply(text, prompt.evidence, template), text)
             fields["parsed"] = ABSTAINED if abstained else " ".join(s.text for s in statements) or None
             if self.checker is not None:
                 answer = " ".join(s.text for s in statements)
@@ -104,13 +104,9 @@ class ItemEvaluator:
         return fields
 
 
-def _answer_statements(
-    text: str, numbered: Sequence[EvidenceItem] | None = None
-) -> tuple[tuple[ParsedSuggestion, ...], bool]:
-    """The reply's statements with their citations; prose that cites nothing is one uncited statement.
-
-    `numbered`: the evidence a sentence-key template (`answer-select`) showed; the named sentences are the answer."""
-    reply = parse_selection(text, numbered) if numbered is not None else parse_reply(text)
+def _statements(reply: ParsedReply, text: str) -> tuple[tuple[ParsedSuggestion, ...], bool]:
+    """The parsed reply's statements with their citations; prose (`text`) that cites nothing is one uncited
+    statement."""
     if reply.abstained:
         return (), True
     if reply.suggestions:
@@ -121,7 +117,7 @@ def _answer_statements(
 
 def _conclusion_statements(text: str) -> tuple[ParsedSuggestion, ...]:
     conclusion = parse_conclusion(text)
-    return _answer_statements(conclusion)[0] if conclusion else ()
+    return _statements(parse_reply(conclusion), conclusion)[0] if conclusion else ()
 
 
 def vars_of(counts: Any) -> dict[str, int]:
