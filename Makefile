@@ -6,7 +6,7 @@ DEMO_INDEX ?= indexes/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint check bench-index clean
+.PHONY: setup demo test test-fast lint check bench-index clean
 
 $(BIN)/clinrag: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,15 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the tests that need no real model (embedder, generator, reranker, checker): a minute or two
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff, mypy --strict, and the architecture's contracts (.importlinter: layers, no cycles, no fakes in production)
 lint: setup
 	$(BIN)/ruff check rag indexer tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test
 

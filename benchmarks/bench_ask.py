@@ -69,8 +69,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from indexer import build_index
-    from rag.config import IndexSettings, Settings, with_overrides
-    from rag.engine import Engine
+    from rag.answering.engine import Engine
+    from rag.core.config import IndexSettings, Settings, with_overrides
 
     if not (args.index / "manifest.json").is_file():
         build_index([ROOT / "corpora" / "guidelines"], args.index, IndexSettings())

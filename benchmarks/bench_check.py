@@ -41,11 +41,11 @@ def main() -> int:
 
     import torch
 
-    from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
-    from rag.config import Settings, with_overrides
-    from rag.engine import Engine
-    from rag.support import SupportChecker
-    from rag.verifier import NLIVerifier
+    from rag.answering.citations import ParsedReply, ParsedSuggestion, parse_reply
+    from rag.answering.engine import Engine
+    from rag.checking.support import SupportChecker
+    from rag.checking.verifier import NLIVerifier
+    from rag.core.config import Settings, with_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("CLINRAG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-from rag.closed_form import load_pubmedqa  # noqa: E402
-from rag.config import PACKAGED_ADAPTER, GeneratorSettings  # noqa: E402
-from rag.finetune.card import read_card  # noqa: E402
-from rag.finetune.data import Budgets  # noqa: E402
-from rag.finetune.evaluate import closed_form_eval, pubmedqa_item_prompt  # noqa: E402
-from rag.generators.local import load_local_generator  # noqa: E402
-from rag.prompts import load_template  # noqa: E402
+from rag.answering.closed_form import load_pubmedqa  # noqa: E402
+from rag.answering.prompts import load_template  # noqa: E402
+from rag.core.config import PACKAGED_ADAPTER, GeneratorSettings  # noqa: E402
+from rag.models.card import read_card  # noqa: E402
+from rag.models.generators.local import load_local_generator  # noqa: E402
+from rag.training.finetune.data import Budgets  # noqa: E402
+from rag.training.finetune.evaluate import closed_form_eval, pubmedqa_item_prompt  # noqa: E402
 
 
 def main() -> int:

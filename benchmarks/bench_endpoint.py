@@ -28,9 +28,9 @@ def free_port() -> int:
 
 
 def served_model() -> Path:
-    from rag.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, GeneratorSettings, IndexSettings, default_cache_dir
-    from rag.generators.llamacpp import resolve_gguf
-    from rag.generators.lora_gguf import ensure_merged_gguf
+    from rag.core.config import DEFAULT_GENERATOR, PACKAGED_ADAPTER, GeneratorSettings, IndexSettings, default_cache_dir
+    from rag.models.generators.llamacpp import resolve_gguf
+    from rag.models.generators.lora_gguf import ensure_merged_gguf
 
     cache = default_cache_dir(IndexSettings())
     base, _ = resolve_gguf(DEFAULT_GENERATOR, cache)

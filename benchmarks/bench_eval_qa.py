@@ -28,7 +28,7 @@ DATA = Path(os.environ.get("CLINRAG_SHARED_DATA", ROOT.parent / "shared" / "data
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from rag.evaluation.qa.datasets import read_dataset  # noqa: E402
+from rag.datasets.qa import read_dataset  # noqa: E402
 from rag.evaluation.qa.grid import Grid, load_grid  # noqa: E402
 from rag.evaluation.qa.runner import RunResult, run_grid  # noqa: E402
 

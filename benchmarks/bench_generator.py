@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("CLINRAG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-from rag.config import GeneratorSettings  # noqa: E402
-from rag.generators import ChatMessage, LocalGenerator  # noqa: E402
-from rag.generators.convert import ensure_converted, packaged_gguf  # noqa: E402
-from rag.generators.local import load_local_generator  # noqa: E402
+from rag.core.config import GeneratorSettings  # noqa: E402
+from rag.models.generators import ChatMessage, LocalGenerator  # noqa: E402
+from rag.models.generators.convert import ensure_converted, packaged_gguf  # noqa: E402
+from rag.models.generators.local import load_local_generator  # noqa: E402
 
 SYSTEM = (
     "You are a clinical evidence assistant. Answer the question using only the numbered evidence passages. "

@@ -45,9 +45,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from indexer import add_sources, build_index
-    from rag.config import IndexSettings
-    from rag.embed import load_embedder
-    from rag.store import load_bundle
+    from rag.core.config import IndexSettings
+    from rag.index.store import load_bundle
+    from rag.models.embed import load_embedder
 
     with tempfile.TemporaryDirectory(prefix="clinrag-bench-") as tmp:
         work = Path(tmp)

@@ -37,9 +37,9 @@ def main() -> int:
 
     import torch
 
-    from rag.config import RetrievalSettings
-    from rag.evaluation.retrieval import load_queries
-    from rag.retrieve import Searcher
+    from rag.core.config import RetrievalSettings
+    from rag.datasets.beir import load_queries
+    from rag.retrieval.search import Searcher
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,9 +31,9 @@ def peak_rss_mb() -> float:
 
 def run_clinrag(corpus: Path, task: Any, cache: Path, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from indexer import build_index
-    from rag.config import IndexSettings, RetrievalSettings
+    from rag.core.config import IndexSettings, RetrievalSettings
     from rag.evaluation.retrieval import evaluate
-    from rag.retrieve import Searcher
+    from rag.retrieval.search import Searcher
 
     started = time.perf_counter()
     report = build_index([corpus], out, IndexSettings.model_validate({"cache_dir": str(cache)}))
@@ -62,7 +62,7 @@ def run_rank_bm25_throughput(out: Path, task: Any, n_queries: int = 50) -> dict[
     import numpy as np
     from rank_bm25 import BM25Okapi
 
-    from rag.retrieve import Searcher
+    from rag.retrieval.search import Searcher
 
     searcher = Searcher.load(out)
     bm25 = searcher.retrievers["bm25"]
@@ -97,9 +97,9 @@ def run_langchain(corpus: Path, task: Any) -> tuple[dict[str, Any], dict[str, An
     from langchain_core.embeddings import Embeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from rag.config import EmbedderSettings
-    from rag.embed import load_embedder
+    from rag.core.config import EmbedderSettings
     from rag.evaluation.retrieval import evaluate
+    from rag.models.embed import load_embedder
 
     model = load_embedder(EmbedderSettings()).model
 
@@ -137,7 +137,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from rag.evaluation.retrieval import RetrievalTask, load_qrels, load_queries
+    from rag.datasets.beir import load_qrels, load_queries
+    from rag.evaluation.retrieval import RetrievalTask
 
     folder = DATA / args.dataset
     task = RetrievalTask(load_queries(folder / "queries.jsonl"), load_qrels(folder / "qrels" / "dev.tsv"))

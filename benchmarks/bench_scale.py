@@ -44,7 +44,7 @@ N_QUERIES = 300
 
 def real_term_frequencies(limit_docs: int = 6000) -> tuple[list[str], npt.NDArray[np.float64], list[int]]:
     """MedQuAD terms by frequency under the clinrag tokenizer, and the token lengths of passages."""
-    from rag.tokenize import ClinicalTokenizer
+    from rag.text.tokenize import ClinicalTokenizer
 
     tokenizer = ClinicalTokenizer()
     counts: dict[str, int] = {}
@@ -128,12 +128,12 @@ def structured_vectors(rng: np.random.Generator, n: int) -> npt.NDArray[np.float
 
 def build_bundle(n_chunks: int, out: Path, kind: str, seed: int = 0, prefix: str = "") -> dict[str, Any]:
     """A synthetic bundle at `out`; `prefix` keeps document (hence chunk) ids distinct across shards."""
-    from rag.config import DenseIndexSettings, IndexSettings
-    from rag.dense import build_dense_index, effective_kind, faiss_ids
-    from rag.sparse import TermCounts
-    from rag.store import DocumentRecord, StoredChunk, write_generation, write_lock
-    from rag.tokenize import ClinicalTokenizer
-    from rag.types import Chunk, DocumentMeta
+    from rag.core.config import DenseIndexSettings, IndexSettings
+    from rag.core.types import Chunk, DocumentMeta
+    from rag.index.dense import build_dense_index, effective_kind, faiss_ids
+    from rag.index.sparse import TermCounts
+    from rag.index.store import DocumentRecord, StoredChunk, write_generation, write_lock
+    from rag.text.tokenize import ClinicalTokenizer
 
     rng = np.random.default_rng(seed)
     timings: dict[str, float] = {}
@@ -246,8 +246,8 @@ class SwappedEmbedder:
     """Pays for a real MiniLM query embedding, then returns the synthetic vector of the benchmark query."""
 
     def __init__(self, vectors: dict[str, npt.NDArray[np.float32]], questions: list[str]) -> None:
-        from rag.config import EmbedderSettings
-        from rag.embed import load_embedder
+        from rag.core.config import EmbedderSettings
+        from rag.models.embed import load_embedder
 
         self._real = load_embedder(EmbedderSettings())
         self._vectors = vectors
@@ -280,9 +280,9 @@ def measure(index_dir: Path, nprobes: Sequence[int]) -> dict[str, Any]:
     """Run in a fresh process: load, search per mode, ANN recall against exact search."""
     import faiss
 
-    from rag.config import RetrievalSettings
-    from rag.retrieve import Searcher
-    from rag.store import load_bundle
+    from rag.core.config import RetrievalSettings
+    from rag.index.store import load_bundle
+    from rag.retrieval.search import Searcher
 
     queries = json.loads((index_dir / "bench_queries.json").read_text(encoding="utf-8"))
     questions = [json.loads(line)["text"] for line in (MEDQUAD / "queries.jsonl").open(encoding="utf-8")][:N_QUERIES]

@@ -63,8 +63,8 @@ class _OncePerQuery:
 def equivalence(args: argparse.Namespace) -> dict[str, Any]:
     from indexer.build import build_index
     from indexer.sharded import build_sharded_index
-    from rag.retrieve import Searcher
-    from rag.sharded_search import ShardedSearcher
+    from rag.retrieval.search import Searcher
+    from rag.retrieval.sharded import ShardedSearcher
 
     timings = {}
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
     from indexer.sharded import build_sharded_index
-    from rag.config import IndexSettings
+    from rag.core.config import IndexSettings
 
     corpus = write_subset(args.docs, args.workdir / "corpus")
     runs = []
@@ -136,9 +136,9 @@ def build_scale(args: argparse.Namespace) -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_scale import build_bundle
 
-    from rag.config import DenseIndexSettings, IndexSettings
-    from rag.shards import SHARDED_MANIFEST, commit_sharded, shard_name
-    from rag.sparse import CorpusStats, TermCounts
+    from rag.core.config import DenseIndexSettings, IndexSettings
+    from rag.index.shards import SHARDED_MANIFEST, commit_sharded, shard_name
+    from rag.index.sparse import CorpusStats, TermCounts
 
     out = args.workdir / f"sharded-{args.shards}x{args.size}-{args.kind}"
     if (out / SHARDED_MANIFEST).is_file():
@@ -173,10 +173,10 @@ def measure_scale(index_dir: Path, ray_address: str | None) -> dict[str, Any]:
     from bench_scale import MEDQUAD as SCALE_MEDQUAD
     from bench_scale import N_QUERIES, SwappedEmbedder, rss_mb
 
-    from rag.config import RetrievalSettings
-    from rag.dense import faiss_id
-    from rag.sharded_search import ShardedSearcher
-    from rag.shards import load_sharded
+    from rag.core.config import RetrievalSettings
+    from rag.index.dense import faiss_id
+    from rag.index.shards import load_sharded
+    from rag.retrieval.sharded import ShardedSearcher
 
     index = load_sharded(index_dir)
     queries: list[dict[str, Any]] = []
@@ -232,7 +232,7 @@ def measure_scale(index_dir: Path, ray_address: str | None) -> dict[str, Any]:
 
 def chunk_faiss_ids(folder: Path) -> np.ndarray:
     """FAISS ids of a bundle's searchable chunks in row order, read without building chunk records."""
-    from rag.dense import faiss_id
+    from rag.index.dense import faiss_id
 
     ids = []
     with next(folder.glob("chunks.g*.jsonl")).open(encoding="utf-8") as fh:

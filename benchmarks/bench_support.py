@@ -32,22 +32,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rag.embed import Embedder
-from rag.support import (
+from rag.checking.support import (
     COMBINED_FEATURES,
     EMBEDDING_FEATURES,
     LEXICAL_FEATURES,
-    ExpertQAReadout,
     FitCounts,
     SupportCalibration,
     clean_claim,
     doses_in,
-    fit_calibration,
-    read_expertqa,
     support_features,
     write_calibrations,
 )
-from rag.tokenize import ClinicalTokenizer, TokenizerConfig
+from rag.datasets.expertqa import ExpertQAReadout, read_expertqa
+from rag.models.embed import Embedder
+from rag.text.tokenize import ClinicalTokenizer, TokenizerConfig
+from rag.training.calibration import fit_calibration
 
 Floats = npt.NDArray[np.float64]
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,8 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the packaged model only: never a download
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from rag.config import EmbedderSettings
-    from rag.embed import load_embedder
+    from rag.core.config import EmbedderSettings
+    from rag.models.embed import load_embedder
 
     embedder = load_embedder(EmbedderSettings())
     expertqa, kqa_data, counts = load_sets(args, embedder)

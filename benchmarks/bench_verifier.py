@@ -31,12 +31,12 @@ def main() -> int:
 
     import torch
 
-    from rag.config import AnswerSettings, EmbedderSettings
-    from rag.embed import load_embedder
+    from rag.checking.verifier import NLIVerifier, load_support_checker, resolve_verifier_path
+    from rag.core.config import AnswerSettings, EmbedderSettings
     from rag.evaluation.support import evaluate_support
-    from rag.finetune.card import update_card
-    from rag.verifier import NLIVerifier, load_support_checker, resolve_verifier_path
-    from rag.verifier_training import load_verifier_data
+    from rag.models.card import update_card
+    from rag.models.embed import load_embedder
+    from rag.training.verifier import load_verifier_data
 
     if args.threads:
         torch.set_num_threads(args.threads)

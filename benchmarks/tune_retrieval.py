@@ -27,13 +27,13 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=100)
     args = parser.parse_args()
 
-    from rag.config import BM25Settings
+    from rag.core.config import BM25Settings
+    from rag.datasets.beir import load_qrels, load_queries
     from rag.evaluation.metrics import ndcg_at_k, recall_at_k, unique_in_order
-    from rag.evaluation.retrieval import load_qrels, load_queries
-    from rag.fusion import convex_combination, reciprocal_rank_fusion
-    from rag.retrieve import Searcher
-    from rag.sparse import BM25Index, TermCounts
-    from rag.tokenize import ClinicalTokenizer, TokenizerConfig
+    from rag.index.sparse import BM25Index, TermCounts
+    from rag.retrieval.fusion import convex_combination, reciprocal_rank_fusion
+    from rag.retrieval.search import Searcher
+    from rag.text.tokenize import ClinicalTokenizer, TokenizerConfig
 
     folder = DATA / args.dataset
     queries = load_queries(folder / "queries.jsonl")

@@ -14,11 +14,11 @@ from indexer.chunk import chunk_documents
 from indexer.dedup import find_duplicates
 from indexer.load import iter_source_files, load_source
 from indexer.sources import TEXT_PIPELINE_VERSION, SourceRecord, source_fingerprint, source_key
-from rag.config import IndexSettings
-from rag.embed import Embedder
-from rag.errors import ConfigError, ModelLoadError
-from rag.store import BundleContents, DocumentRecord, StoredChunk
-from rag.types import Chunk, LoadFailure
+from rag.core.config import IndexSettings
+from rag.core.errors import ConfigError, ModelLoadError
+from rag.core.types import Chunk, LoadFailure
+from rag.index.store import BundleContents, DocumentRecord, StoredChunk
+from rag.models.embed import Embedder
 
 
 @dataclass(frozen=True)

@@ -22,23 +22,23 @@ from indexer.assemble import Corpus, assemble_corpus
 from indexer.embed_cache import EmbeddingCache
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
 from indexer.vectors import Vectors, VectorStats, assemble_vectors
-from rag.config import IndexSettings, default_cache_dir
-from rag.dense import build_dense_index, effective_kind, faiss_ids
-from rag.embed import Embedder, LazyEmbedder
-from rag.errors import BundleError, BundleMismatchError, ConfigError
-from rag.sparse import TermCounts
-from rag.store import (
+from rag.core.config import IndexSettings, default_cache_dir
+from rag.core.errors import BundleError, BundleMismatchError, ConfigError
+from rag.core.files import now_iso
+from rag.core.types import LoadFailure
+from rag.index.dense import build_dense_index, effective_kind, faiss_ids
+from rag.index.sparse import TermCounts
+from rag.index.store import (
     BundleContents,
     check_embedder,
     holds_only_clinrag_files,
     is_bundle,
     load_bundle,
-    now_iso,
     write_generation,
     write_lock,
 )
-from rag.tokenize import ClinicalTokenizer, TokenizerConfig
-from rag.types import LoadFailure
+from rag.models.embed import Embedder, LazyEmbedder
+from rag.text.tokenize import ClinicalTokenizer, TokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def remove_from_index(
 
 
 def _bundle_settings(directory: Path) -> IndexSettings:
-    from rag.store import read_manifest
+    from rag.index.store import read_manifest
 
     return manifest_settings(read_manifest(directory), directory)
 
@@ -192,7 +192,7 @@ def _update(
         timings = dict(corpus.timings)
         if existing is not None and not corpus.changed and _same_build(existing, settings):
             return _report(directory, False, corpus, VectorStats(), started, timings)
-        cache = _open_cache(settings)
+        cache = open_embedding_cache(settings)
         t0 = time.perf_counter()
         try:
             active = [c.chunk for c in corpus.chunks if c.duplicate_of is None]
@@ -202,7 +202,7 @@ def _update(
                 cache.close()
         timings["vectors"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        counts = _term_counts(active, existing, tokenizer, settings)
+        counts = term_counts(active, existing, tokenizer, settings)
         timings["bm25"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         dim = embedder.dim if (active or embedder_loaded(embedder)) else _existing_dim(existing)
@@ -211,7 +211,7 @@ def _update(
         dense = build_dense_index(vectors, faiss_ids([c.chunk_id for c in active]), settings.dense)
         timings["faiss"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        manifest = _manifest(existing, settings, embedder, dim, tokenizer, corpus, len(active), started)
+        manifest = bundle_manifest(existing, settings, embedder, dim, tokenizer, corpus, len(active), started)
         write_generation(directory, manifest, corpus.documents, corpus.chunks, vectors, dense, counts)
         timings["write"] = time.perf_counter() - t0
         report = _report(directory, True, corpus, stats, started, timings)
@@ -263,7 +263,7 @@ def _same_build(existing: BundleContents, settings: IndexSettings) -> bool:
     )
 
 
-def _open_cache(settings: IndexSettings) -> EmbeddingCache | None:
+def open_embedding_cache(settings: IndexSettings) -> EmbeddingCache | None:
     if not settings.use_cache:
         return None
     return EmbeddingCache(default_cache_dir(settings) / "embeddings.sqlite")
@@ -275,7 +275,7 @@ def _previous_vectors(existing: BundleContents | None) -> dict[str, Vectors]:
     return {c.content_hash: existing.vectors[i] for i, c in enumerate(existing.active_chunks)}
 
 
-def _term_counts(
+def term_counts(
     active: list[Any], existing: BundleContents | None, tokenizer: ClinicalTokenizer, settings: IndexSettings
 ) -> TermCounts:
     """BM25 counts in `active` order: old rows reused when the tokenizer is unchanged, new chunks tokenized."""
@@ -299,7 +299,7 @@ def _drop_unused_terms(counts: TermCounts) -> TermCounts:
     return TermCounts(counts.matrix[:, used].tocsr(), tuple(counts.vocab[j] for j in used))
 
 
-def _manifest(
+def bundle_manifest(
     existing: BundleContents | None,
     settings: IndexSettings,
     embedder: Embedder,

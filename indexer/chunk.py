@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from rag.config import ChunkerSettings
-from rag.embed import Embedder, Span
-from rag.types import Chunk, SourceDocument
+from rag.core.config import ChunkerSettings
+from rag.core.types import Chunk, SourceDocument
+from rag.models.embed import Embedder, Span
 
 Unit = tuple[int, int, int]  # (char_start, char_end, estimated tokens): a sentence or a piece of a long one
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from rag.types import Chunk
+from rag.core.types import Chunk
 
 U64 = npt.NDArray[np.uint64]
 Idx = npt.NDArray[np.intp]

@@ -22,14 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.assemble import LoadedSource, SourceLoader, SourceOutcome, load_one
-from indexer.sharded import ShardResult, write_shard
+from indexer.shard import ShardResult, write_shard
 from indexer.sources import SourceRecord
-from rag.config import IndexSettings
-from rag.embed import Embedder, LazyEmbedder, SentenceTransformerEmbedder
-from rag.errors import ConfigError
-from rag.ray_cluster import cause, worker_cpus
-from rag.store import DocumentRecord, StoredChunk
-from rag.types import Chunk
+from rag.core.config import IndexSettings
+from rag.core.errors import ConfigError
+from rag.core.ray_cluster import cause, worker_cpus
+from rag.core.types import Chunk
+from rag.index.store import DocumentRecord, StoredChunk
+from rag.models.embed import Embedder, LazyEmbedder, SentenceTransformerEmbedder
 
 TASK_RETRIES = 2
 

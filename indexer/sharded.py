@@ -8,7 +8,7 @@ workers), document ids are claimed and duplicates collapsed over the whole corpu
 same searchable chunks as a single bundle of the same sources), documents go to the shard their id hashes to,
 and each shard is embedded, indexed and written by one task (a Ray task on a cluster) that takes unchanged
 vectors from the embedding cache first. The shards' BM25 statistics are merged and the whole index is committed
-by replacing `shards.json` (rag.shards). A build killed at any point leaves the previous index whole; what was
+by replacing `shards.json` (rag.index.shards). A build killed at any point leaves the previous index whole; what was
 embedded before the kill is in the cache, so the rerun resumes there.
 
 `add` and `remove` rebuild from the recorded sources plus the new ones (or minus the removed ones); vectors of
@@ -25,19 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from indexer.assemble import Corpus, SourceLoader, assemble_corpus
-from indexer.build import _manifest, _open_cache, _term_counts, bm25_tokenizer, manifest_settings, show_progress
+from indexer.build import bm25_tokenizer, manifest_settings, show_progress
+from indexer.shard import ShardResult, write_shard
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
-from indexer.vectors import VectorStats, assemble_vectors
-from rag.config import IndexSettings
-from rag.dense import build_dense_index, faiss_ids
-from rag.embed import Embedder, LazyEmbedder
-from rag.errors import BundleError, ConfigError
-from rag.retrieve import absorbed_by_chunk
-from rag.shards import (
+from rag.core.config import IndexSettings
+from rag.core.errors import BundleError, ConfigError
+from rag.core.files import now_iso
+from rag.core.types import LoadFailure
+from rag.index.shards import (
     commit_sharded,
     generation_dir,
     holds_only_sharded_files,
@@ -45,27 +43,13 @@ from rag.shards import (
     next_generation,
     read_sharded_manifest,
     remove_other_generations,
-    shard_name,
     shard_of,
 )
-from rag.sparse import CorpusStats
-from rag.store import DocumentRecord, StoredChunk, is_bundle, now_iso, write_generation, write_lock
-from rag.types import LoadFailure
+from rag.index.sparse import CorpusStats
+from rag.index.store import DocumentRecord, StoredChunk, absorbed_by_chunk, is_bundle, write_lock
+from rag.models.embed import Embedder, LazyEmbedder
 
 MAX_SHARDS = 4096
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    """What one shard task reports back: its BM25 statistics and how its vectors were found."""
-
-    index: int
-    documents: int
-    chunks: int
-    searchable: int
-    stats: CorpusStats
-    vectors: VectorStats
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -199,7 +183,7 @@ def _update(
     embedder = embedder or LazyEmbedder(settings.embedder)
     ray = None
     if ray_address is not None:
-        from rag.ray_cluster import connect
+        from rag.core.ray_cluster import connect
 
         ray = connect(ray_address)
     with write_lock(directory):
@@ -290,40 +274,6 @@ def partition(corpus: Corpus, n_shards: int) -> list[tuple[list[DocumentRecord],
     for stored in corpus.chunks:
         parts[where[stored.chunk.doc_id]][1].append(stored)
     return parts
-
-
-def write_shard(
-    folder: Path,
-    index: int,
-    settings: IndexSettings,
-    embedder: Embedder,
-    documents: list[DocumentRecord],
-    chunks: list[StoredChunk],
-    *,
-    progress: bool = False,
-) -> ShardResult:
-    """Embed (cache first), index and write one shard as an ordinary bundle at `folder/shard-NNN`."""
-    started = time.perf_counter()
-    directory = folder / shard_name(index)
-    tokenizer = bm25_tokenizer(settings)
-    active = [c.chunk for c in chunks if c.duplicate_of is None]
-    cache = _open_cache(settings)
-    try:
-        vectors, vector_stats = assemble_vectors(active, embedder, {}, cache, progress=progress)
-    finally:
-        if cache is not None:
-            cache.close()
-    if not active:
-        vectors = np.zeros((0, embedder.dim), dtype=np.float32)
-    counts = _term_counts(active, None, tokenizer, settings)
-    dense = build_dense_index(vectors, faiss_ids([c.chunk_id for c in active]), settings.dense)
-    shard_corpus = Corpus(documents=documents, chunks=chunks)
-    manifest = _manifest(None, settings, embedder, vectors.shape[1], tokenizer, shard_corpus, len(active), started)
-    manifest["shard"] = index
-    with write_lock(directory):
-        write_generation(directory, manifest, documents, chunks, vectors, dense, counts)
-    return ShardResult(index, len(documents), len(chunks), len(active), CorpusStats.of(counts), vector_stats,
-                       time.perf_counter() - started)  # fmt: skip
 
 
 def _sharded_manifest(

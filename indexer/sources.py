@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.store import file_sha256
-from rag.types import LoadFailure
+from rag.core.files import file_sha256
+from rag.core.types import LoadFailure
 
 # Bump whenever a loader or the chunker changes what it makes of the same file: bundles built by an older
 # pipeline then re-chunk their sources on the next update (vectors of unchanged chunk text still come back

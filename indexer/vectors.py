@@ -15,8 +15,8 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from indexer.embed_cache import EmbeddingCache
-from rag.embed import Embedder
-from rag.types import Chunk
+from rag.core.types import Chunk
+from rag.models.embed import Embedder
 
 Vectors = npt.NDArray[np.float32]
 BLOCK = 1024

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rag.embed import HashEmbedder
+from rag.testing import HashEmbedder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CLINRAG_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -30,8 +30,8 @@ def fake_embedder() -> HashEmbedder:
 def smollm2_tokenizer() -> Any:
     """The default generator's tokenizer, from the packaged GGUF (converted into the cache once, offline)."""
     transformers = pytest.importorskip("transformers")
-    from rag.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
-    from rag.generators.convert import ensure_converted, packaged_gguf
+    from rag.core.config import DEFAULT_GENERATOR, IndexSettings, default_cache_dir
+    from rag.models.generators.convert import ensure_converted, packaged_gguf
 
     packaged = packaged_gguf(DEFAULT_GENERATOR)
     if packaged is None:
@@ -45,7 +45,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with the packaged MiniLM's tokenizer, saved as a local model folder."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from rag.embed import packaged_model_path
+    from rag.models.embed import packaged_model_path
 
     packaged = packaged_model_path("all-MiniLM-L6-v2")
     if packaged is None:

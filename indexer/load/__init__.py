@@ -17,8 +17,8 @@ from indexer.load.manifest import ManifestError, is_manifest, merge_overrides, p
 from indexer.load.pdf import load_pdf
 from indexer.load.pubmedqa import is_pubmedqa, load_pubmedqa
 from indexer.load.text import load_markdown, load_plain_text
-from rag.store import file_sha256  # one streamed hash for sources and bundle files
-from rag.types import DocType, LoadFailure, LoadResult, as_doc_type
+from rag.core.files import file_sha256  # one streamed hash for sources and bundle files
+from rag.core.types import DocType, LoadFailure, LoadResult, as_doc_type
 
 __all__ = ["SUPPORTED_SUFFIXES", "file_sha256", "iter_source_files", "load_source"]
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.types import DocType, DocumentMeta, LoadFailure, as_doc_type, parse_year
+from rag.core.types import DocType, DocumentMeta, LoadFailure, as_doc_type, parse_year
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".pdf", ".md", ".markdown", ".txt", ".jsonl", ".json")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from indexer.load.common import MAX_RECORD_BYTES, Overrides, build_meta, clean_text, fail, short_title
-from rag.types import DocType, LoadFailure, LoadResult, SectionSpan, SourceDocument
+from rag.core.types import DocType, LoadFailure, LoadResult, SectionSpan, SourceDocument
 
 DEFAULT_TYPE: DocType = "literature"
 # Metadata keys that name the section a passage comes from. MedQuAD names it by question type ("treatment",

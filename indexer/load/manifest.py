@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.load.common import Overrides
-from rag.types import DocType, as_doc_type
+from rag.core.types import DocType, as_doc_type
 
 MANIFEST_KEY = "clinrag_corpus"
 MANIFEST_VERSION = 1

@@ -18,7 +18,7 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
 from indexer.load.common import Overrides, drop_title, fail, slugify
-from rag.types import DocType, DocumentMeta, LoadFailure, LoadResult, PageSpan, SectionSpan, SourceDocument
+from rag.core.types import DocType, DocumentMeta, LoadFailure, LoadResult, PageSpan, SectionSpan, SourceDocument
 
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_TYPE: DocType = "guideline"

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from indexer.load.common import Overrides, clean_text, extra_string, fail
-from rag.types import DocType, DocumentMeta, LoadFailure, LoadResult, SectionSpan, SourceDocument, parse_year
+from rag.core.types import DocType, DocumentMeta, LoadFailure, LoadResult, SectionSpan, SourceDocument, parse_year
 
 DEFAULT_TYPE: DocType = "literature"
 CONTEXT_SEPARATOR = "\n\n"

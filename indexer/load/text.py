@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from indexer.load.common import Overrides, build_meta, clean_text, decode_text, fail, slugify
-from rag.types import DocType, LoadResult, SectionSpan, SourceDocument
+from rag.core.types import DocType, LoadResult, SectionSpan, SourceDocument
 
 # Notes and guideline summaries written by hand are closer to guidelines than to literature.
 DEFAULT_TYPE: DocType = "guideline"

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from rag.answer import Answer
-from rag.errors import ClinragError
-from rag.evaluation.retrieval import Qrels
-from rag.tokenize import ENGLISH_STOPWORDS
+from rag.answering.answer import Answer
+from rag.core.errors import ClinragError
+from rag.datasets.beir import Qrels
+from rag.text.tokenize import ENGLISH_STOPWORDS
 
 _WORD = re.compile(r"[a-z0-9]+")
 _KEY = re.compile(r"\[E\d+\]")

@@ -6,24 +6,21 @@ that absorbed duplicates of other documents' passages stands for those documents
 
 from __future__ import annotations
 
-import csv
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rag.errors import ClinragError, ConfigError
+from rag.core.errors import ClinragError
+from rag.datasets.beir import Qrels
 from rag.evaluation.metrics import Ranked, mrr_at_k, ndcg_at_k, recall_at_k, unique_groups
 
 if TYPE_CHECKING:
-    from rag.retrieve import Searcher
-    from rag.sharded_search import ShardedSearcher
+    from rag.retrieval.search import Searcher
+    from rag.retrieval.sharded import ShardedSearcher
 
-Qrels = dict[str, dict[str, int]]
 # (query, k) -> document ids best first; an entry may be a group of ids sharing a rank (a chunk and the
 # documents whose duplicate passages it absorbed)
 SearchFn = Callable[[str, int], Ranked]
@@ -65,81 +62,6 @@ class ModeScores:
             "latency_ms": {"p50": round(self.latency_ms_p50, 2), "p95": round(self.latency_ms_p95, 2)},
             "failed_queries": self.failed_queries,
         }
-
-
-def _jsonl_fields(path: Path, what: str, read: Callable[[dict[str, Any]], str]) -> dict[str, str]:
-    """`_id` -> read(row) for every line of a BEIR JSONL file; a bad line is an error that names it."""
-    out: dict[str, str] = {}
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    out[str(row["_id"])] = read(row)
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ConfigError(
-                        f"{path}: line {number}: not a BEIR {what} ({exc}); expected _id and text"
-                    ) from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what} file ({exc.strerror}); check the path") from exc
-    return out
-
-
-def load_queries(path: Path) -> dict[str, str]:
-    """BEIR queries.jsonl (`_id`, `text`); bad lines are errors that name the line."""
-    return _jsonl_fields(path, "query", lambda row: str(row["text"]))
-
-
-def load_query_types(path: Path) -> dict[str, str]:
-    """Query id -> metadata.qtype of a BEIR queries.jsonl (MedQuAD's "treatment", "symptoms", ...), where given."""
-    types = _jsonl_fields(path, "query", lambda row: str((row.get("metadata") or {}).get("qtype") or ""))
-    return {qid: qtype for qid, qtype in types.items() if qtype}
-
-
-def load_corpus_texts(path: Path) -> dict[str, str]:
-    """Document id -> text of a BEIR corpus.jsonl (the judged passages an answer is compared with)."""
-    return _jsonl_fields(path, "document", lambda row: str(row.get("text", "")))
-
-
-def load_qrels(path: Path) -> Qrels:
-    """BEIR qrels TSV (`query-id corpus-id score`, header optional) or TREC (`qid 0 docid rel`)."""
-    qrels: Qrels = {}
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            for number, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
-                cells = row if len(row) > 1 else (row[0].split() if row else [])
-                if not cells or (number == 1 and cells[0] in {"query-id", "qid", "query_id"}):
-                    continue
-                if len(cells) == 4:  # TREC: qid iteration docid relevance
-                    cells = [cells[0], cells[2], cells[3]]
-                if len(cells) != 3:
-                    raise ConfigError(f"{path}: line {number}: expected query-id, corpus-id, score")
-                try:
-                    qrels.setdefault(cells[0], {})[cells[1]] = int(float(cells[2]))
-                except ValueError as exc:
-                    raise ConfigError(f"{path}: line {number}: relevance {cells[2]!r} is not a number") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read qrels ({exc.strerror}); check the path") from exc
-    return qrels
-
-
-def resolve_beir(
-    corpus: Sequence[Path], queries: Path | None, qrels: Path | None, split: str = "dev"
-) -> tuple[list[Path], Path, Path]:
-    """Accept a BEIR directory (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or explicit files."""
-    files: list[Path] = []
-    for path in corpus:
-        if path.is_dir() and (path / "corpus.jsonl").is_file():
-            files.append(path / "corpus.jsonl")
-            queries = queries or path / "queries.jsonl"
-            qrels = qrels or path / "qrels" / f"{split}.tsv"
-        else:
-            files.append(path)
-    if queries is None or qrels is None:
-        raise ConfigError("give --queries and --qrels, or a BEIR directory as --corpus")
-    return files, queries, qrels
 
 
 def _mean(values: list[float]) -> float:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rag.claims import LABELS, ClaimPair
-from rag.verdict import SupportJudge, Verdict
+from rag.checking.verdict import LABELS, SupportJudge, Verdict
+from rag.datasets.claims import ClaimPair
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Importing this package loads no model and imports neither torch nor matplotlib.
 
 from __future__ import annotations
 
-from rag.evaluation.qa.datasets import FORMATS, QAItem, Readout, read_dataset
+from rag.datasets.qa import FORMATS, QAItem, Readout, read_dataset
 from rag.evaluation.qa.grid import Grid, RunConfig, default_grid, expand, load_grid
 from rag.evaluation.qa.runner import RunResult, run_grid
 

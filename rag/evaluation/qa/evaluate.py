@@ -10,18 +10,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from rag.citations import ParsedReply, ParsedSuggestion, parse_reply
-from rag.closed_form import label_reply, parse_conclusion, parse_decision, score_choices
-from rag.errors import ConfigError
+from rag.answering.citations import ParsedReply, ParsedSuggestion, parse_reply
+from rag.answering.closed_form import label_reply, parse_conclusion, parse_decision, score_choices
+from rag.answering.selection import read_reply
+from rag.checking.verdict import SupportJudge
+from rag.core.errors import ConfigError
+from rag.datasets.qa import QAItem
 from rag.evaluation.metrics import unique_in_order
-from rag.evaluation.qa.datasets import QAItem
 from rag.evaluation.qa.grid import RunConfig
 from rag.evaluation.qa.prompting import ItemPrompt, PromptBuilder
 from rag.evaluation.qa.records import Prediction
 from rag.evaluation.qa.scoring import citation_counts, kqa_counts, parse_choice
-from rag.generators.base import Generator, LabelScorer
-from rag.selection import read_reply
-from rag.verdict import SupportJudge
+from rag.models.generators.base import Generator, LabelScorer
 
 ABSTAINED = "abstained"
 

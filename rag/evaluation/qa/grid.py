@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rag.config import GeneratorSettings, Settings, answer_template
-from rag.errors import ConfigError
-from rag.evaluation.qa.datasets import Format
-from rag.finetune.card import CARD_NAME, read_card
+from rag.core.config import GeneratorSettings, Settings, answer_template
+from rag.core.errors import ConfigError
+from rag.datasets.qa import Format
+from rag.models.card import CARD_NAME, read_card
 
 Selector = Literal["random", "semantic", "mmr", "template"]
 RetrievalMode = Literal["none", "bm25", "dense", "hybrid"]
@@ -60,7 +60,7 @@ class RetrievalSpec(_Strict):
 
 
 class GeneratorSpec(GeneratorSettings):
-    """Generator settings (see `rag.config.GeneratorSettings`) plus a name for tables and the label bias."""
+    """Generator settings (see `rag.core.config.GeneratorSettings`) plus a name for tables and the label bias."""
 
     name: str = Field("default", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.+-]+$")
     # card: add the per-label biases fitted for closed-form scoring, read from the adapter's training card.

@@ -1,6 +1,6 @@
 """The chat shown for one item under one configuration: context, worked examples, the question.
 
-Context is the item's own abstract (setting gold, shown in section order as `rag.closed_form` renders it),
+Context is the item's own abstract (setting gold, shown in section order as `rag.answering.closed_form` renders it),
 what retrieval returns (setting retrieved), or nothing (closed-book). Worked examples from the pool become
 chat turns before the question, each rendered by the same template with the example's own context cut to
 `example_prompt_tokens`, followed by the reply the model should give (the fine-tuning target format); they never
@@ -13,24 +13,18 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from rag.closed_form import gold_evidence, label_reply, mcq_prompt, pubmedqa_prompt
-from rag.errors import ConfigError
-from rag.evaluation.qa.datasets import QAItem
+from rag.answering.closed_form import gold_evidence, label_reply, mcq_prompt, pubmedqa_prompt
+from rag.answering.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, render
+from rag.core.errors import ConfigError
+from rag.core.types import Evidence
+from rag.datasets.qa import QAItem
 from rag.evaluation.qa.grid import POOL_SELECTORS, RunConfig
 from rag.evaluation.qa.selectors import ExampleSelector
-from rag.generators.base import ChatMessage
-from rag.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, render
-from rag.types import Evidence
+from rag.models.generators.base import ChatMessage
+from rag.retrieval.protocols import EvidenceSearch
 
 CountTokens = Callable[[str], int]
-
-
-class Search(Protocol):
-    def search(self, query: str, k: int | None = None, filters: Any = None, mode: Any = None) -> list[Evidence]:
-        """The k best chunks for the query in this mode."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,7 @@ class PromptBuilder:
     template: PromptTemplate
     count_tokens: CountTokens
     max_prompt_tokens: int
-    searcher: Search | None = None
+    searcher: EvidenceSearch | None = None
     selector: ExampleSelector | None = None
 
     def __post_init__(self) -> None:
@@ -130,7 +124,7 @@ class PromptBuilder:
     def _example_turn(self, example: QAItem) -> tuple[ChatMessage, str]:
         budget = self.config.budgets.example_prompt_tokens
         if example.pubmedqa is not None:
-            from rag.finetune.data import Budgets, pubmedqa_gold_example
+            from rag.training.finetune.data import Budgets, pubmedqa_gold_example
 
             worked = pubmedqa_gold_example(
                 example.pubmedqa, self.template, self.count_tokens, Budgets(gold_prompt_tokens=budget)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rag.errors import ConfigError
+from rag.core.errors import ConfigError
 
 Status = Literal["ok", "failed"]
 Key = tuple[str, str]  # (config_id, item_id)

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.closed_form import PUBMEDQA_LABELS
-from rag.config import Settings
-from rag.embed import Embedder, LazyEmbedder
-from rag.errors import ClinragError, ConfigError
-from rag.evaluation.qa.datasets import QAItem, Readout, dataset_facts, read_dataset, select_items
+from rag.answering.closed_form import PUBMEDQA_LABELS
+from rag.answering.prompts import PromptTemplate, load_template
+from rag.checking.verdict import SupportJudge
+from rag.core.config import Settings
+from rag.core.errors import ClinragError, ConfigError
+from rag.core.files import now_iso
+from rag.datasets.qa import QAItem, Readout, dataset_facts, read_dataset, select_items
 from rag.evaluation.qa.evaluate import ItemEvaluator
 from rag.evaluation.qa.grid import GeneratorSpec, Grid, PoolSpec, RunConfig, Skipped, default_grid, default_template
 from rag.evaluation.qa.grid import expand as expand_grid
@@ -33,10 +35,8 @@ from rag.evaluation.qa.report import write_reports
 from rag.evaluation.qa.selectors import ExampleSelector, Pool, build_pool
 from rag.evaluation.qa.summary import ConfigSummary, summarise
 from rag.evaluation.qa.versions import fingerprints, package_versions
-from rag.generators.base import Generator
-from rag.prompts import PromptTemplate, load_template
-from rag.store import now_iso
-from rag.verdict import SupportJudge
+from rag.models.embed import Embedder, LazyEmbedder
+from rag.models.generators.base import Generator
 
 RUN_FORMAT = "clinrag-eval-qa/1"
 
@@ -86,7 +86,7 @@ class _Resources:
 
     def searcher(self) -> Any:
         if self.searcher_ is None and self.index is not None:
-            from rag.retrieve import Searcher
+            from rag.retrieval.search import Searcher
 
             self.searcher_ = Searcher.load(self.index, self.embedder_, self.settings.retrieval)
         return self.searcher_
@@ -100,7 +100,7 @@ class _Resources:
 
     def checker(self) -> SupportJudge:
         if self.checker_ is None:
-            from rag.verifier import load_support_checker
+            from rag.checking.verifier import load_support_checker
 
             # The engine's own checker (the trained cross-encoder by default), as the K-QA paper scores with NLI.
             self.checker_ = load_support_checker(self.settings.answer, self.embedder())
@@ -112,7 +112,7 @@ class _Resources:
         elif spec.name in self.loaded:
             generator = self.loaded[spec.name]
         else:
-            from rag.generators import load_generator
+            from rag.models.generators import load_generator
 
             self.loaded.clear()  # one model in memory at a time
             generator = self.loaded[spec.name] = load_generator(spec.settings())
@@ -334,7 +334,7 @@ def _bias(config: RunConfig) -> list[float] | None:
     spec = config.generator
     if spec.label_bias != "card" or config.format != "pubmedqa" or config.scoring != "likelihood":
         return None
-    from rag.finetune.card import card_biases, read_card
+    from rag.models.card import card_biases, read_card
 
     adapter = spec.adapter_path()
     assert adapter is not None  # the grid refuses label_bias card without an adapter

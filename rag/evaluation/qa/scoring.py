@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from rag.citations import ParsedSuggestion
-from rag.closed_form import macro_f1
+from rag.answering.citations import ParsedSuggestion
+from rag.answering.closed_form import macro_f1
+from rag.checking.support import LexicalSupportChecker, clean_claim, lexical_features
+from rag.checking.verdict import SupportJudge
 from rag.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
-from rag.support import LexicalSupportChecker, clean_claim, lexical_features
-from rag.verdict import SupportJudge
 
 UNPARSED = "(none)"  # the confusion-matrix column of outputs no answer could be read from
 _CHOICE = re.compile(r"ANSWER\s*:?\s*\(?\s*([A-Z])\b", re.IGNORECASE)

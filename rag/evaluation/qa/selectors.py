@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from rag.embed import Embedder
-from rag.errors import ConfigError
-from rag.evaluation.qa.datasets import QAItem, Readout, normalise_question
+from rag.core.errors import ConfigError
+from rag.datasets.qa import QAItem, Readout, normalise_question
+from rag.models.embed import Embedder
 
 Vectors = npt.NDArray[np.float64]
 

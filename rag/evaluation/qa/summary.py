@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.evaluation.qa.datasets import QAItem
+from rag.datasets.qa import QAItem
 from rag.evaluation.qa.grid import Bootstrap, RunConfig
 from rag.evaluation.qa.records import Key, Prediction
 from rag.evaluation.qa.scoring import (

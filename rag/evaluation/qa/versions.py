@@ -10,10 +10,10 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from rag.errors import ConfigError
+from rag.answering.prompts import REGISTRY, PromptTemplate
+from rag.core.errors import ConfigError
+from rag.core.files import file_sha256
 from rag.evaluation.qa.grid import Grid
-from rag.prompts import REGISTRY, PromptTemplate
-from rag.store import file_sha256
 
 PACKAGES = (
     "clinrag",

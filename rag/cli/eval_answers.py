@@ -1,0 +1,128 @@
+"""`clinrag eval answers`: ask the engine every judged question (of one type) and score what its answers cite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "answers",
+        help="cited precision, hit rate and content-word F1 of the engine's answers on judged questions",
+        description="Ask the engine each judged question of a BEIR folder (optionally one question type) and "
+        "report cited precision (cited references whose document, or a document whose duplicate passage it "
+        "absorbed, is judged relevant), hit rate (answers citing a relevant document), abstention and fallback "
+        "rates, content-word F1 of the joined suggestions against the judged passage, and p50/p95 seconds. "
+        "Precision and hit rate are also given with identical questions pooled (a document judged for another "
+        "question of the same text counts; MedQuAD asks many questions once per source).",
+    )
+    parser.add_argument(
+        "--corpus", required=True, type=Path, metavar="DIR", help="BEIR folder (corpus, queries, qrels)"
+    )
+    parser.add_argument("--split", default="dev", help="qrels split inside the folder (default dev)")
+    parser.add_argument("--index", type=Path, metavar="DIR", help="an index of the corpus (built if not given)")
+    parser.add_argument("--qtype", metavar="TYPE", help="only questions of this metadata.qtype (e.g. treatment)")
+    parser.add_argument("--limit", type=int, metavar="N", help="the first N matching questions")
+    parser.add_argument(
+        "--offset", type=int, default=0, metavar="N", help="skip the first N matching questions (a tuning slice)"
+    )
+    parser.add_argument(
+        "--generator",
+        default="extractive",
+        help="extractive (default), auto, local, llamacpp, or openai (with --base-url)",
+    )
+    parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
+    parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")
+    parser.add_argument(
+        "--template",
+        metavar="NAME",
+        help="answer template in prompts/templates.toml (default: answer for the fine-tuned or extractive "
+        "generator, answer-select for other models)",
+    )
+    parser.add_argument(
+        "--reranker",
+        metavar="DIR",
+        help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
+    )
+    parser.add_argument(
+        "--no-rerank", action="store_true", help="answer from the fused order (the figure without the reranker)"
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help="torch threads")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file (.toml or .json)")
+    parser.add_argument("--records", type=Path, metavar="FILE", help="write one JSON line per question here")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run_answers_eval)
+
+
+def run_answers_eval(args: argparse.Namespace) -> int:
+    from rag.answering.engine import Engine
+    from rag.cli.options import index_for
+    from rag.core.config import Settings, load_settings, with_overrides
+    from rag.core.errors import ConfigError
+    from rag.datasets.beir import load_corpus_texts, load_qrels, load_queries, load_query_types, resolve_beir
+    from rag.evaluation.answers import build_cases, evaluate_answers, summarize
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = load_settings(args.config) if args.config else Settings()
+    overrides = {
+        "generator.kind": args.generator,
+        "generator.model": args.model,
+        "generator.base_url": args.base_url,
+        "answer.template": args.template,
+        "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
+        "retrieval.reranker": args.reranker,
+        "answer.log_file": None,
+    }
+    settings = with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
+    corpus, queries_path, qrels_path = resolve_beir([args.corpus], None, None, args.split)
+    cases = build_cases(
+        load_queries(queries_path),
+        load_qrels(qrels_path),
+        load_corpus_texts(corpus[0]),
+        qtypes=load_query_types(queries_path),
+        qtype=args.qtype,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    if not cases:
+        raise ConfigError(f"{queries_path}: no judged question{f' of type {args.qtype!r}' if args.qtype else ''}")
+    engine = Engine.load(index_for(corpus, args.index, settings), settings=settings)
+    engine.ask(cases[0].question)  # warm-up: model loads are not answer latency
+    records = evaluate_answers(cases, engine.ask, progress=args.progress)
+    report = summarize(records)
+    if args.records:
+        args.records.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records), encoding="utf-8")
+    described = {
+        "corpus": str(args.corpus),
+        "qtype": args.qtype,
+        "generator": engine.generator_name,
+        "template": engine.template.label,
+        "reranked": settings.answer.rerank,
+        **report.to_json(),
+    }
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    print(
+        f"{report.questions} questions{f' ({args.qtype})' if args.qtype else ''}, generator {engine.generator_name}, "
+        f"template {engine.template.label}, {'reranked' if settings.answer.rerank else 'not reranked'}\n"
+        f"cited precision {report.cited_precision:.3f}  hit rate {report.hit_rate:.3f}  "
+        f"content-word F1 {report.content_f1:.3f}\n"
+        f"identical questions pooled: cited precision {report.cited_precision_pooled:.3f}  "
+        f"hit rate {report.hit_rate_pooled:.3f}\n"
+        f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
+        f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
+    )
+    if report.errors:
+        print(f"warning: {report.errors} question(s) failed; see --records", file=sys.stderr)
+    return 0

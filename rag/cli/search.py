@@ -1,0 +1,61 @@
+"""`clinrag search`: the best chunks of an index (single or sharded) for a query, with their sources."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rag.cli.options import EXIT_OK, add_filter_arguments, filters_from_arguments
+
+
+def register(commands: Any) -> None:
+    search = commands.add_parser(
+        "search",
+        help="search an index bundle",
+        description="Search an index bundle with BM25, dense or hybrid "
+        "retrieval and print the best chunks with their sources.",
+    )
+    search.add_argument("query", help="the question or keywords")
+    search.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
+    search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
+    search.add_argument(
+        "--rerank",
+        action="store_true",
+        help="rerank the best 20 (and each retriever's own top 3) with a trained cross-encoder (--reranker DIR)",
+    )
+    search.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
+    search.add_argument(
+        "--ray", metavar="ADDRESS", help="search a sharded index with one Ray actor per shard (auto, HOST:PORT, local)"
+    )
+    add_filter_arguments(search)
+    search.add_argument("--json", action="store_true", help="print results as one JSON object")
+    search.set_defaults(handler=run_search)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from rag.core.config import RetrievalSettings
+    from rag.retrieval.sharded import open_searcher
+
+    filters = filters_from_arguments(args)
+    settings = RetrievalSettings(reranker=args.reranker or "default")
+    searcher = open_searcher(args.index, settings=settings, ray_address=args.ray)
+    rerank = bool(args.rerank or args.reranker)
+    hits = searcher.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=rerank)
+    if args.json:
+        shown = {"query": args.query, "mode": args.mode, "reranked": rerank, "hits": [h.to_json() for h in hits]}
+        print(json.dumps(shown, indent=2))
+        return EXIT_OK
+    for rank, hit in enumerate(hits, start=1):
+        meta = hit.meta
+        pages = f", p. {hit.chunk.page_start}" if hit.chunk.page_start else ""
+        print(f"{rank}. {hit.chunk.breadcrumb or meta.title} [{meta.source or meta.doc_type}, {meta.year}{pages}]")
+        if hit.also_in:
+            metas = getattr(searcher, "metas", {})  # a sharded index keeps titles in the shards: ids are shown
+            print(f"   also in: {', '.join(metas[d].title if d in metas else d for d in hit.also_in)}")
+        snippet = " ".join(hit.chunk.text.split())
+        print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+    if not hits:
+        print("no results")
+    return EXIT_OK

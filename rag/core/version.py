@@ -1,0 +1,3 @@
+"""The package version, in one place (the bundle manifests record it)."""
+
+__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""Cross-encoders (a text pair read together -> label probabilities): the support checker and the reranker."""
