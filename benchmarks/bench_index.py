@@ -57,7 +57,8 @@ def main() -> int:
         manifest = {"clinrag_corpus": 1, "type": "consumer-health", "source": "MedQuAD (NIH)", "licence": "CC BY 4.0"}
         for name, path in (("medquad-base.corpus.json", base), ("medquad-new.corpus.json", new)):
             (work / name).write_text(json.dumps({**manifest, "path": str(path)}))
-        sources = [work / "medquad-base.corpus.json", ROOT / "corpora" / "pubmedqa.corpus.json", DATA / "guidelines"]
+        pubmedqa = ROOT / "corpora" / "datasets" / "pubmedqa.corpus.json"
+        sources = [work / "medquad-base.corpus.json", pubmedqa, DATA / "guidelines"]
         settings = IndexSettings.model_validate({"cache_dir": str(work / "cache")})
         out = work / "index"
 

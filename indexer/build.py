@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,13 @@ import numpy as np
 
 from indexer.assemble import Corpus, assemble_corpus
 from indexer.embed_cache import EmbeddingCache
+from indexer.load import refuse_collections
+from indexer.report import BuildReport
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
 from indexer.vectors import Vectors, VectorStats, assemble_vectors
 from rag.core.config import IndexSettings, default_cache_dir
 from rag.core.errors import BundleError, BundleMismatchError, ConfigError
 from rag.core.files import now_iso
-from rag.core.types import LoadFailure
 from rag.index.dense import build_dense_index, effective_kind, faiss_ids
 from rag.index.sparse import TermCounts
 from rag.index.store import (
@@ -39,52 +39,6 @@ from rag.index.store import (
 )
 from rag.models.embed import Embedder, LazyEmbedder
 from rag.text.tokenize import ClinicalTokenizer, TokenizerConfig
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    directory: str
-    committed: bool
-    sources: int = 0
-    sources_loaded: int = 0
-    sources_unchanged: int = 0
-    sources_removed: int = 0
-    documents: int = 0
-    chunks: int = 0
-    searchable_chunks: int = 0
-    duplicates: int = 0
-    vectors_reused: int = 0
-    vectors_cached: int = 0
-    vectors_embedded: int = 0
-    failures: tuple[LoadFailure, ...] = ()
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failures else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "directory": self.directory,
-            "committed": self.committed,
-            "sources": self.sources,
-            "sources_loaded": self.sources_loaded,
-            "sources_unchanged": self.sources_unchanged,
-            "sources_removed": self.sources_removed,
-            "documents": self.documents,
-            "chunks": self.chunks,
-            "searchable_chunks": self.searchable_chunks,
-            "duplicates": self.duplicates,
-            "vectors": {
-                "reused": self.vectors_reused,
-                "cached": self.vectors_cached,
-                "embedded": self.vectors_embedded,
-            },
-            "failures": [f.to_json() for f in self.failures],
-            "seconds": round(self.seconds, 3),
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
 
 
 def build_index(
@@ -169,6 +123,7 @@ def _update(
     started = time.perf_counter()
     settings = settings or IndexSettings()
     show = show_progress(progress, settings)
+    refuse_collections(paths)  # before --out is created or locked; the walk checks folders inside the sources too
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory}: exists and is not a directory; choose another --out")
     if directory.is_dir() and not is_bundle(directory) and not holds_only_clinrag_files(directory):

@@ -22,7 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.assemble import LoadedSource, SourceLoader, SourceOutcome, load_one
-from indexer.shard import ShardResult, write_shard
+from indexer.report import ShardResult
+from indexer.shard import write_shard
 from indexer.sources import SourceRecord
 from rag.core.config import IndexSettings
 from rag.core.errors import ConfigError

@@ -6,33 +6,20 @@ Run in this process by `indexer.sharded` or as a Ray task by `indexer.ray_build`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from indexer.assemble import Corpus
 from indexer.build import bm25_tokenizer, bundle_manifest, open_embedding_cache, term_counts
-from indexer.vectors import VectorStats, assemble_vectors
+from indexer.report import ShardResult
+from indexer.vectors import assemble_vectors
 from rag.core.config import IndexSettings
 from rag.index.dense import build_dense_index, faiss_ids
 from rag.index.shards import shard_name
 from rag.index.sparse import CorpusStats
 from rag.index.store import DocumentRecord, StoredChunk, write_generation, write_lock
 from rag.models.embed import Embedder
-
-
-@dataclass(frozen=True)
-class ShardResult:
-    """What one shard task reports back: its BM25 statistics and how its vectors were found."""
-
-    index: int
-    documents: int
-    chunks: int
-    searchable: int
-    stats: CorpusStats
-    vectors: VectorStats
-    seconds: float
 
 
 def write_shard(

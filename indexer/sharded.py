@@ -1,7 +1,7 @@
 """Sharded builds: N ordinary bundles and corpus-wide BM25 statistics, in this process or across a Ray cluster.
 
-    build_sharded_index(["corpora/"], "indexes/big", n_shards=4)                      # in this process
-    build_sharded_index(["corpora/"], "indexes/big", n_shards=4, ray_address="auto")  # on a Ray cluster
+    build_sharded_index(["corpora/datasets"], "indexes/big", n_shards=4)                      # in this process
+    build_sharded_index(["corpora/datasets"], "indexes/big", n_shards=4, ray_address="auto")  # on a Ray cluster
 
 The same steps run either way: every source is read and chunked (Ray Data spreads the files over the cluster's
 workers), document ids are claimed and duplicates collapsed over the whole corpus (so a sharded index holds the
@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,13 @@ from tqdm import tqdm
 
 from indexer.assemble import Corpus, SourceLoader, assemble_corpus
 from indexer.build import bm25_tokenizer, manifest_settings, show_progress
-from indexer.shard import ShardResult, write_shard
+from indexer.load import refuse_collections
+from indexer.report import ShardedBuildReport, ShardResult
+from indexer.shard import write_shard
 from indexer.sources import TEXT_PIPELINE_VERSION, source_key
 from rag.core.config import IndexSettings
 from rag.core.errors import BundleError, ConfigError
 from rag.core.files import now_iso
-from rag.core.types import LoadFailure
 from rag.index.shards import (
     commit_sharded,
     generation_dir,
@@ -50,56 +50,6 @@ from rag.index.store import DocumentRecord, StoredChunk, absorbed_by_chunk, is_b
 from rag.models.embed import Embedder, LazyEmbedder
 
 MAX_SHARDS = 4096
-
-
-@dataclass(frozen=True)
-class ShardedBuildReport:
-    directory: str
-    committed: bool
-    n_shards: int
-    ray: str | None
-    sources: int = 0
-    documents: int = 0
-    chunks: int = 0
-    searchable_chunks: int = 0
-    duplicates: int = 0
-    vectors_cached: int = 0
-    vectors_embedded: int = 0
-    shards: tuple[ShardResult, ...] = ()
-    failures: tuple[LoadFailure, ...] = ()
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failures else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "directory": self.directory,
-            "committed": self.committed,
-            "shards": self.n_shards,
-            "ray": self.ray,
-            "sources": self.sources,
-            "documents": self.documents,
-            "chunks": self.chunks,
-            "searchable_chunks": self.searchable_chunks,
-            "duplicates": self.duplicates,
-            "vectors": {"cached": self.vectors_cached, "embedded": self.vectors_embedded},
-            "per_shard": [
-                {
-                    "shard": s.index,
-                    "documents": s.documents,
-                    "searchable_chunks": s.searchable,
-                    "embedded": s.vectors.embedded,
-                    "seconds": round(s.seconds, 3),
-                }
-                for s in self.shards
-            ],
-            "failures": [f.to_json() for f in self.failures],
-            "seconds": round(self.seconds, 3),
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
 
 
 def build_sharded_index(
@@ -179,6 +129,7 @@ def _update(
 ) -> ShardedBuildReport:
     started = time.perf_counter()
     show = show_progress(progress, settings)
+    refuse_collections(paths)  # before --out is created or locked; the walk checks folders inside the sources too
     _check_out_dir(directory)
     embedder = embedder or LazyEmbedder(settings.embedder)
     ray = None

@@ -1,7 +1,8 @@
 """Document loaders: turn source files into `SourceDocument`s, and every problem into a `LoadFailure`.
 
 `load_source` never raises for bad input, so that one damaged PDF cannot stop an index build; the failure's
-reason names the problem and the fix. `iter_source_files` expands folders into the files to load.
+reason names the problem and the fix. `iter_source_files` expands folders into the files to load, and refuses
+a collection of separate corpora (a folder with a `collection.toml` marker) with a ConfigError: see `collection`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from indexer.load.collection import COLLECTION_FILE, refuse_collection, refuse_collections
 from indexer.load.common import MAX_DOCUMENT_BYTES, SUPPORTED_SUFFIXES, Overrides, fail
 from indexer.load.jsonl import load_beir_jsonl
 from indexer.load.manifest import ManifestError, is_manifest, merge_overrides, parse_manifest
 from indexer.load.pdf import load_pdf
 from indexer.load.pubmedqa import is_pubmedqa, load_pubmedqa
 from indexer.load.text import load_markdown, load_plain_text
+from rag.core.errors import ConfigError
 from rag.core.files import file_sha256  # one streamed hash for sources and bundle files
 from rag.core.types import DocType, LoadFailure, LoadResult, as_doc_type
 
-__all__ = ["SUPPORTED_SUFFIXES", "file_sha256", "iter_source_files", "load_source"]
+__all__ = ["SUPPORTED_SUFFIXES", "file_sha256", "iter_source_files", "load_source", "refuse_collections"]
 
 _TEXT_SUFFIXES = frozenset({".md", ".markdown", ".txt"})
 # Manifests may point at manifests; this bounds a chain and, with the visited set, breaks cycles.
@@ -123,7 +126,10 @@ def _load_manifest(path: Path, data: dict[str, object], caller: Overrides, manif
         )
         return LoadResult(failures=(fail(path, reason),))
     overrides = merge_overrides(caller, manifest.overrides)
-    targets, failures = iter_source_files([manifest.target])
+    try:
+        targets, failures = iter_source_files([manifest.target])
+    except ConfigError as exc:  # the manifest points at a collection of corpora
+        return LoadResult(failures=(fail(path, f'{exc} (fix "path")'),))
     results = [_load(target, overrides, (*manifests, here)) for target in targets]
     return _merge(results, failures)
 
@@ -140,7 +146,8 @@ def iter_source_files(paths: Sequence[Path]) -> tuple[list[Path], list[LoadFailu
 
     Folders are walked recursively in sorted order, skipping hidden entries and unsupported suffixes;
     a file named explicitly is kept whatever its suffix, so that `load_source` can say why it is not read.
-    A file reached twice is listed once.
+    A file reached twice is listed once. A collection folder (see `indexer.load.collection`), named or reached by
+    the walk, raises ConfigError before anything is read.
     """
     files: list[Path] = []
     failures: list[LoadFailure] = []
@@ -148,6 +155,7 @@ def iter_source_files(paths: Sequence[Path]) -> tuple[list[Path], list[LoadFailu
     for given in paths:
         path = Path(given)
         if path.is_dir():
+            refuse_collection(path)
             candidates = _walk(path)
         elif path.exists():
             candidates = [path]
@@ -167,6 +175,8 @@ def _walk(root: Path) -> list[Path]:
     for folder, dirnames, filenames in os.walk(root):
         # Pruning in place stops os.walk from descending into hidden folders (.git, .venv, ...).
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if COLLECTION_FILE in filenames:
+            refuse_collection(Path(folder))
         for name in filenames:
             candidate = Path(folder) / name
             if not name.startswith(".") and candidate.suffix.lower() in SUPPORTED_SUFFIXES and candidate.is_file():

@@ -7,7 +7,18 @@ import json
 import sys
 from typing import Any
 
-from rag.cli.options import add_filter_arguments, filters_from_arguments
+from rag.cli.options import (
+    add_adapter_option,
+    add_config_option,
+    add_dtype_option,
+    add_filter_arguments,
+    add_generator_options,
+    add_index_option,
+    add_json_flag,
+    add_max_new_tokens_option,
+    add_reranker_options,
+    filters_from_arguments,
+)
 from rag.core.config import Settings, load_settings, with_overrides
 
 
@@ -19,48 +30,27 @@ def register(commands: Any) -> None:
         "evidence it names. Exit 0 with suggestions, 1 when the engine abstains, 2 on bad input.",
     )
     ask.add_argument("question", help="the clinical question")
-    ask.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
+    add_index_option(ask, "index bundle directory", required=True, as_path=False)
     ask.add_argument("--patient", metavar="FILE", help="patient JSON (age, sex, egfr, allergies, medications, ...)")
-    ask.add_argument(
-        "--generator", choices=["auto", "local", "llamacpp", "openai", "extractive"],
-        help="auto (default: llama.cpp when installed, else transformers), local (a Hugging Face model on "
-        "transformers), llamacpp (a GGUF on llama.cpp), openai (an OpenAI-compatible endpoint), extractive (no LLM)",
-    )  # fmt: skip
-    ask.add_argument(
-        "--model",
-        help="generator model: HF id, local folder, GGUF file or 'qwen-coder-1.5b' (llamacpp), or the endpoint's",
+    add_generator_options(ask)
+    add_adapter_option(
+        ask, "LoRA adapter folder for a local model; 'default' (the default): the packaged one; 'none': the base"
     )
-    ask.add_argument(
-        "--adapter",
-        metavar="DIR",
-        help="LoRA adapter folder for a local model; 'default' (the default): the packaged one; 'none': the base",
-    )
-    ask.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     ask.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the endpoint's key")
-    ask.add_argument("--max-new-tokens", type=int, metavar="N", help="answer length cap (default 128)")
+    add_max_new_tokens_option(ask, what="answer length cap (default 128)")
     ask.add_argument("--shots", type=int, metavar="N", help="worked examples in the prompt (default 0)")
-    ask.add_argument("--template", metavar="NAME", help="prompt template in prompts/templates.toml")
     ask.add_argument("--evidence-k", type=int, metavar="N", help="passages retrieved (default 6)")
     ask.add_argument("--int8", action="store_true", default=None, help="int8 dynamic quantisation (local model)")
-    ask.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], help="local model weights (bfloat16: faster on AVX512-BF16 CPUs)"
-    )
+    add_dtype_option(ask, what="local model weights (bfloat16: faster on AVX512-BF16 CPUs)")
     ask.add_argument(
         "--support-checker",
         metavar="NAME_OR_DIR",
         help='"default" (the packaged cross-encoder), "calibrated", or a folder from `clinrag train verifier`',
     )
-    ask.add_argument(
-        "--reranker",
-        metavar="DIR",
-        help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
-    )
-    ask.add_argument(
-        "--no-rerank", action="store_true", default=None, help="answer from the fused order (no cross-encoder)"
-    )
+    add_reranker_options(ask, no_rerank_help="answer from the fused order (no cross-encoder)")
     ask.add_argument("--log-file", metavar="FILE", help="append the (scrubbed) question and answer here")
-    ask.add_argument("--config", metavar="FILE", help="settings file (TOML or JSON); flags override it")
-    ask.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    add_config_option(ask, as_path=False)
+    add_json_flag(ask, "print the answer as one JSON object")
     add_filter_arguments(ask)
     ask.set_defaults(handler=run_ask)
 

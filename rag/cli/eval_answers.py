@@ -8,6 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rag.cli.options import (
+    add_config_option,
+    add_generator_options,
+    add_index_option,
+    add_json_flag,
+    add_limit_option,
+    add_reranker_options,
+    add_split_option,
+    add_threads_option,
+    index_for,
+)
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
@@ -23,45 +35,35 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--corpus", required=True, type=Path, metavar="DIR", help="BEIR folder (corpus, queries, qrels)"
     )
-    parser.add_argument("--split", default="dev", help="qrels split inside the folder (default dev)")
-    parser.add_argument("--index", type=Path, metavar="DIR", help="an index of the corpus (built if not given)")
+    add_split_option(parser)
+    add_index_option(parser, "an index of the corpus (built if not given)")
     parser.add_argument("--qtype", metavar="TYPE", help="only questions of this metadata.qtype (e.g. treatment)")
-    parser.add_argument("--limit", type=int, metavar="N", help="the first N matching questions")
+    add_limit_option(parser, "the first N matching questions")
     parser.add_argument(
         "--offset", type=int, default=0, metavar="N", help="skip the first N matching questions (a tuning slice)"
     )
-    parser.add_argument(
-        "--generator",
-        default="extractive",
-        help="extractive (default), auto, local, llamacpp, or openai (with --base-url)",
-    )
-    parser.add_argument("--model", help="generator model: HF id, local folder, or the endpoint's model name")
-    parser.add_argument("--base-url", metavar="URL", help="OpenAI-compatible endpoint")
-    parser.add_argument(
-        "--template",
-        metavar="NAME",
-        help="answer template in prompts/templates.toml (default: answer for the fine-tuned or extractive "
+    add_generator_options(
+        parser,
+        generator_default="extractive",
+        generator_choices=None,
+        generator_help="extractive (default), auto, local, llamacpp, or openai (with --base-url)",
+        model_help="generator model: HF id, local folder, or the endpoint's model name",
+        template_help="answer template in prompts/templates.toml (default: answer for the fine-tuned or extractive "
         "generator, answer-select for other models)",
     )
-    parser.add_argument(
-        "--reranker",
-        metavar="DIR",
-        help="the reranker: a folder from `clinrag train reranker` (default: the packaged one)",
+    add_reranker_options(
+        parser, no_rerank_help="answer from the fused order (the figure without the reranker)", no_rerank_default=False
     )
-    parser.add_argument(
-        "--no-rerank", action="store_true", help="answer from the fused order (the figure without the reranker)"
-    )
-    parser.add_argument("--threads", type=int, metavar="N", help="torch threads")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file (.toml or .json)")
+    add_threads_option(parser)
+    add_config_option(parser)
     parser.add_argument("--records", type=Path, metavar="FILE", help="write one JSON line per question here")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_flag(parser)
     parser.set_defaults(handler=run_answers_eval)
 
 
 def run_answers_eval(args: argparse.Namespace) -> int:
     from rag.answering.engine import Engine
-    from rag.cli.options import index_for
     from rag.core.config import Settings, load_settings, with_overrides
     from rag.core.errors import ConfigError
     from rag.datasets.beir import load_corpus_texts, load_qrels, load_queries, load_query_types, resolve_beir

@@ -7,7 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rag.cli.options import EXIT_FAILURES, EXIT_OK, index_for
+from rag.cli.options import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    add_adapter_option,
+    add_config_option,
+    add_format_option,
+    add_index_option,
+    add_json_flag,
+    add_limit_option,
+    add_no_progress_flag,
+    add_out_option,
+    add_seed_option,
+    index_for,
+)
 from rag.core.errors import ConfigError
 from rag.datasets.qa import FORMATS
 
@@ -22,27 +35,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "dataset's gold context where it has one and retrieval otherwise. Re-running into the same --out resumes.",
     )
     qa.add_argument("--dataset", required=True, type=Path, metavar="FILE", help="native dataset file")
-    qa.add_argument("--format", required=True, choices=FORMATS, help="the file's format")
+    add_format_option(qa, FORMATS)
     qa.add_argument("--subset", metavar="NAME", help="one subset of a MIRAGE file (mmlu, medmcqa, ...)")
-    qa.add_argument("--config", type=Path, metavar="GRID.yaml", help="the grid (see benchmarks/grids/)")
-    qa.add_argument("--out", required=True, type=Path, metavar="RUN_DIR", help="run folder (resumed if it exists)")
-    qa.add_argument("--index", type=Path, metavar="DIR", help="index that retrieval configurations search")
+    add_config_option(qa, metavar="GRID.yaml", what="the grid (see benchmarks/grids/)")
+    add_out_option(qa, "run folder (resumed if it exists)", metavar="RUN_DIR")
+    add_index_option(qa, "index that retrieval configurations search")
     qa.add_argument(
         "--corpus", nargs="+", type=Path, metavar="FILE", help="without --index: corpus files to index once (cached)"
     )
     qa.add_argument("--pool", type=Path, metavar="FILE", help="example pool file (overrides the grid's pool.path)")
-    qa.add_argument(
-        "--adapter",
-        metavar="DIR",
-        help="without --config: the generator's LoRA adapter folder ('default': the packaged one; 'none': the base)",
+    add_adapter_option(
+        qa, "without --config: the generator's LoRA adapter folder ('default': the packaged one; 'none': the base)"
     )
-    qa.add_argument("--limit", type=int, metavar="N", help="only the first N items")
+    add_limit_option(qa, "only the first N items")
     qa.add_argument("--items", type=Path, metavar="FILE", help="only the item ids listed in FILE (one per line)")
     qa.add_argument("--settings", type=Path, metavar="FILE", help="engine settings file (.toml or .json)")
-    qa.add_argument("--seed", type=int, help="override the grid's seed")
+    add_seed_option(qa, default=None, what="override the grid's seed")
     qa.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    qa.add_argument("--no-progress", action="store_true", help="no progress bar")
-    qa.add_argument("--json", action="store_true", help="print one JSON object")
+    add_no_progress_flag(qa)
+    add_json_flag(qa)
     qa.set_defaults(handler=run_qa_eval)
 
 

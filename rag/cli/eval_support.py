@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rag.cli.options import add_format_option, add_json_flag, add_limit_option, add_threads_option
 from rag.datasets.claims import FORMATS
 
 CHECKERS = ("trained", "calibrated", "both")
@@ -22,7 +23,7 @@ def register(sub: Any) -> None:
         "matrix and pairs/s. By default both the trained cross-encoder and the calibrated checker are scored.",
     )
     support.add_argument("file", type=Path, metavar="FILE", help="the data file in its native format")
-    support.add_argument("--format", required=True, choices=FORMATS, help="the file's format")
+    add_format_option(support, FORMATS)
     support.add_argument("--corpus", type=Path, metavar="FILE", help="SciFact corpus.jsonl (default: beside FILE)")
     support.add_argument("--checker", choices=CHECKERS, default="both", help="which checker(s) to score (default both)")
     support.add_argument(
@@ -34,9 +35,9 @@ def register(sub: Any) -> None:
         default="all",
         help="all pairs (default), or the training / held-out part of `clinrag train verifier`'s split",
     )
-    support.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
-    support.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
-    support.add_argument("--json", action="store_true", help="print one JSON object")
+    add_limit_option(support, "only the first N pairs")
+    add_threads_option(support)
+    add_json_flag(support)
     support.add_argument("--quiet", action="store_true", help="no progress bar")
     support.set_defaults(handler=run_support_eval)
 

@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from rag.cli.options import index_for
+from rag.cli.options import (
+    add_config_option,
+    add_index_option,
+    add_json_flag,
+    add_limit_option,
+    add_reranker_options,
+    add_split_option,
+    index_for,
+)
 from rag.core.config import RetrievalSettings, Settings, load_settings
 from rag.datasets.beir import load_qrels, load_queries, resolve_beir
 from rag.evaluation.retrieval import ModeScores, RetrievalTask, doc_search, evaluate
@@ -34,24 +42,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     retrieval.add_argument("--queries", type=Path, metavar="FILE", help="BEIR queries.jsonl")
     retrieval.add_argument("--qrels", type=Path, metavar="FILE", help="qrels TSV (query-id, corpus-id, score)")
-    retrieval.add_argument("--split", default="dev", help="qrels split inside a BEIR directory (default dev)")
-    retrieval.add_argument("--index", type=Path, metavar="DIR", help="an index of the corpus (built if not given)")
+    add_split_option(retrieval)
+    add_index_option(retrieval, "an index of the corpus (built if not given)")
     retrieval.add_argument("--mode", choices=[*MODES, "all"], default="all")
-    retrieval.add_argument(
-        "--rerank",
-        action="store_true",
-        help="also score hybrid search with the top 20 (and each retriever's top 3) reranked (mode hybrid+rerank) "
-        "by --reranker",
+    add_reranker_options(
+        retrieval,
+        reranker_help="a reranker folder from `clinrag train reranker`",
+        rerank_help="also score hybrid search with the top 20 (and each retriever's top 3) reranked "
+        "(mode hybrid+rerank) by --reranker",
     )
-    retrieval.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
     retrieval.add_argument(
         "--no-duplicate-credit",
         action="store_true",
         help="score a collapsed duplicate's document as a miss (the figure before duplicates were credited)",
     )
-    retrieval.add_argument("--limit", type=int, metavar="N", help="only the first N judged queries")
-    retrieval.add_argument("--config", type=Path, metavar="FILE", help="settings file (.toml or .json)")
-    retrieval.add_argument("--json", action="store_true", help="print one JSON object")
+    add_limit_option(retrieval, "only the first N judged queries")
+    add_config_option(retrieval)
+    add_json_flag(retrieval)
     retrieval.set_defaults(handler=run_retrieval_eval)
 
     from rag.cli.eval_answers import register as register_answers

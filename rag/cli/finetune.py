@@ -13,7 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rag.cli.options import default_data_root
+from rag.cli.options import (
+    add_data_option,
+    add_dtype_option,
+    add_index_option,
+    add_json_flag,
+    add_max_new_tokens_option,
+    add_no_progress_flag,
+    add_out_option,
+    add_seed_option,
+    add_threads_option,
+    default_data_root,
+)
 from rag.core.config import DEFAULT_GENERATOR
 
 
@@ -25,7 +36,7 @@ def register(commands: Any) -> None:
         "own templates and real retrieved evidence; a seeded split of PubMedQA dev is held out for validation and "
         "never trained on. Writes the adapter (safetensors) and training_card.json into --out.",
     )
-    tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the adapter and card")
+    add_out_option(tune, "folder for the adapter and card")
     _common(tune)
     tune.add_argument("--epochs", type=float, default=3.0, help="passes over the examples (default 3)")
     tune.add_argument("--max-steps", type=int, metavar="N", help="stop after N optimizer steps")
@@ -73,11 +84,9 @@ def register(commands: Any) -> None:
         help="score every item of this native PubMedQA file instead of the validation split",
     )
     evaluate.add_argument("--generate", type=int, default=40, help="answers generated per kind (default 40; 0: none)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=128, help="generated answer cap (default 128)")
+    add_max_new_tokens_option(evaluate, default=128, what="generated answer cap (default 128)")
     evaluate.add_argument("--no-closed-form", action="store_true", help="generated answers only")
-    evaluate.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights when scoring (default float32)"
-    )
+    add_dtype_option(evaluate, default="float32", what="weights when scoring (default float32)")
     evaluate.add_argument("--no-base", action="store_true", help="score the adapter only, not the base model")
     evaluate.add_argument("--update-card", action="store_true", help="write the results into the training card")
     evaluate.set_defaults(handler=run_finetune_eval_command)
@@ -85,18 +94,12 @@ def register(commands: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=DEFAULT_GENERATOR, metavar="MODEL", help="base model (default SmolLM2)")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="shared data root holding pubmedqa/ and retrieval/ (default ../shared/data)",
-    )
-    parser.add_argument("--index", type=Path, metavar="DIR", help="index over PubMedQA + MedQuAD (built if omitted)")
-    parser.add_argument("--seed", type=int, default=13, help="seed of the split, sampling and LoRA init")
-    parser.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_data_option(parser, "shared data root holding pubmedqa/ and retrieval/ (default ../shared/data)")
+    add_index_option(parser, "index over PubMedQA + MedQuAD (built if omitted)")
+    add_seed_option(parser, default=13, what="seed of the split, sampling and LoRA init")
+    add_threads_option(parser)
+    add_no_progress_flag(parser)
+    add_json_flag(parser)
 
 
 def resolve_index(args: argparse.Namespace, data_root: Path) -> Path:

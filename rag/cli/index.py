@@ -12,8 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from indexer.build import BuildReport, add_sources, build_index, remove_from_index
-from indexer.sharded import ShardedBuildReport, add_to_sharded, build_sharded_index, remove_from_sharded
+from indexer.build import add_sources, build_index, remove_from_index
+from indexer.report import BuildReport, ShardedBuildReport
+from indexer.sharded import add_to_sharded, build_sharded_index, remove_from_sharded
+from rag.cli.options import (
+    add_config_option,
+    add_json_flag,
+    add_out_option,
+    add_progress_options,
+    add_ray_option,
+)
 from rag.core.config import Settings, load_settings, with_overrides
 from rag.core.errors import ConfigError
 from rag.index.shards import is_sharded, read_sharded_manifest
@@ -34,7 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "manifests) into a bundle at --out. Rebuilding the same directory reuses every unchanged source.",
     )
     build.add_argument("sources", nargs="+", metavar="SOURCE", help="files or directories to index")
-    build.add_argument("--out", required=True, metavar="DIR", help="the bundle directory (created if missing)")
+    add_out_option(build, "the bundle directory (created if missing)", as_path=False)
     build.add_argument(
         "--shards", type=int, metavar="N", help="split the index into N shard bundles (README 'Scale-out')"
     )
@@ -72,7 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "info", help="describe a bundle", description="Print what a bundle holds and how it was built."
     )
     info.add_argument("index_dir", metavar="DIR")
-    info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    add_json_flag(info, "print the whole manifest as JSON")
     info.set_defaults(handler=_info)
 
     verify = sub.add_parser(
@@ -82,22 +90,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "that chunks, vectors, FAISS and BM25 agree in count and ids. Exit 1 on problems.",
     )
     verify.add_argument("index_dir", metavar="DIR")
-    verify.add_argument("--json", action="store_true")
+    add_json_flag(verify, "print the report as one JSON object")
     verify.set_defaults(handler=_verify)
 
 
 def _ray_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="run a sharded build on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local[:N] for a private "
+    add_ray_option(
+        parser,
+        "run a sharded build on a Ray cluster: auto, HOST:PORT, ray://HOST:10001, or local[:N] for a private "
         "cluster of N CPUs on this machine (needs `pip install 'clinrag[ray]'`)",
     )
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (override --config)")
-    group.add_argument("--config", metavar="FILE", help="settings file (.toml or .json); see README 'Settings'")
+    add_config_option(group, as_path=False, what="settings file (TOML or JSON); see README 'Settings'")
     group.add_argument(
         "--embedder",
         metavar="MODEL",
@@ -118,10 +125,8 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    bar = parser.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
-    bar.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    add_json_flag(parser, "print the report as one JSON object")
+    add_progress_options(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -6,7 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from rag.cli.options import EXIT_OK, add_filter_arguments, filters_from_arguments
+from rag.cli.options import (
+    EXIT_OK,
+    add_filter_arguments,
+    add_index_option,
+    add_json_flag,
+    add_ray_option,
+    add_reranker_options,
+    filters_from_arguments,
+)
 
 
 def register(commands: Any) -> None:
@@ -17,20 +25,17 @@ def register(commands: Any) -> None:
         "retrieval and print the best chunks with their sources.",
     )
     search.add_argument("query", help="the question or keywords")
-    search.add_argument("--index", required=True, metavar="DIR", help="index bundle directory")
+    add_index_option(search, "index bundle directory", required=True, as_path=False)
     search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     search.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default="hybrid")
-    search.add_argument(
-        "--rerank",
-        action="store_true",
-        help="rerank the best 20 (and each retriever's own top 3) with a trained cross-encoder (--reranker DIR)",
+    add_reranker_options(
+        search,
+        reranker_help="a reranker folder from `clinrag train reranker`",
+        rerank_help="rerank the best 20 (and each retriever's own top 3) with a trained cross-encoder (--reranker DIR)",
     )
-    search.add_argument("--reranker", metavar="DIR", help="a reranker folder from `clinrag train reranker`")
-    search.add_argument(
-        "--ray", metavar="ADDRESS", help="search a sharded index with one Ray actor per shard (auto, HOST:PORT, local)"
-    )
+    add_ray_option(search, "search a sharded index with one Ray actor per shard (auto, HOST:PORT, local)")
     add_filter_arguments(search)
-    search.add_argument("--json", action="store_true", help="print results as one JSON object")
+    add_json_flag(search, "print results as one JSON object")
     search.set_defaults(handler=run_search)
 
 

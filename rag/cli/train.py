@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from rag.cli.options import default_data_root
+from rag.cli.options import add_data_option, add_limit_option, add_out_option, default_data_root
 from rag.cli.train_reranker import register_reranker
 from rag.training.crossencoder import add_training_arguments
 
@@ -27,10 +26,10 @@ def register(commands: Any) -> None:
         "pairs; validation groups are held out before training. Writes the artefact (crossencoder.json, "
         "weights.safetensors) and training_card.json with validation metrics into --out.",
     )
-    verifier.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
-    verifier.add_argument("--data", type=Path, metavar="DIR", help="the shared data folder (default ../shared/data)")
+    add_out_option(verifier, "folder for the model and its card")
+    add_data_option(verifier, "the shared data folder (default ../shared/data)")
     add_training_arguments(verifier, epochs=4.0, time_limit_min=45.0)
-    verifier.add_argument("--limit", type=int, metavar="N", help="train on the first N pairs only (smoke runs)")
+    add_limit_option(verifier, "train on the first N pairs only (smoke runs)")
     verifier.add_argument("--no-eval", action="store_true", help="skip the validation sets")
     verifier.add_argument(
         "--no-negations", action="store_true", help="no polarity-flipped copies of supported pairs as 'refutes'"

@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rag.cli.options import add_index_option, add_out_option
 from rag.training.crossencoder import add_training_arguments
+
+if TYPE_CHECKING:
+    from rag.datasets.beir import Qrels
+    from rag.models.card import TrainingCard
+    from rag.models.crossencoder import CrossEncoder
+    from rag.retrieval.search import Searcher
+    from rag.training.crossencoder import TrainConfig, TrainResult
+    from rag.training.listwise import RankGroup
+    from rag.training.reranker import RerankQuery
 
 
 def register_reranker(sub: Any) -> None:
@@ -22,11 +32,11 @@ def register_reranker(sub: Any) -> None:
         "against its own question's negatives, plus a learnt fused-rank prior). Writes the artefact and "
         "training_card.json (with reranked vs hybrid nDCG@10 on the held-out questions) into --out.",
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the model and its card")
+    add_out_option(parser, "folder for the model and its card")
     parser.add_argument(
         "--corpus", type=Path, metavar="DIR", help="BEIR folder (default ../shared/data/retrieval/medquad)"
     )
-    parser.add_argument("--index", type=Path, metavar="DIR", help="an index of that corpus (built if not given)")
+    add_index_option(parser, "an index of that corpus (built if not given)")
     parser.add_argument("--offset", type=int, default=1000, help="judged queries never used (default 1000)")
     parser.add_argument("--queries", type=int, default=6000, metavar="N", help="training questions (default 6000)")
     parser.add_argument("--validation", type=int, default=300, metavar="N", help="held-out questions (default 300)")
@@ -47,27 +57,55 @@ def register_reranker(sub: Any) -> None:
     parser.set_defaults(handler=run_train_reranker)
 
 
+@dataclass(frozen=True)
+class RerankerData:
+    """The BEIR folder read once: its files, the judged questions split for training and validation, their index."""
+
+    beir: Path
+    corpus: list[Path]
+    queries_path: Path
+    qrels_path: Path
+    qrels: Qrels
+    train_queries: list[RerankQuery]
+    held_out: list[RerankQuery]
+    index_dir: Path
+
+
 def run_train_reranker(args: argparse.Namespace) -> int:
     import torch
 
-    from rag.cli.options import default_data_root, index_for
-    from rag.core.config import RetrievalSettings, Settings
-    from rag.core.errors import ConfigError
-    from rag.datasets.beir import load_qrels, resolve_beir
-    from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
-    from rag.models.card import TrainingCard
-    from rag.models.crossencoder import CrossEncoder, CrossEncoderConfig
-    from rag.retrieval.rerank import RELEVANCE_LABELS, CrossEncoderReranker
-    from rag.retrieval.search import DenseRetriever, Searcher
-    from rag.training.crossencoder import TrainConfig
-    from rag.training.listwise import train_listwise
-    from rag.training.reranker import MINING_DEPTH, data_files, mine_groups, read_typed_queries, split_queries
+    from rag.core.config import RetrievalSettings
+    from rag.retrieval.search import Searcher
 
-    if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
-        raise ConfigError("--epochs, --lr, --negatives and --queries must be > 0 and --batch-size >= 1")
+    _check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    data = _load_data(args)
+    searcher = Searcher.load(data.index_dir, settings=RetrievalSettings(collapse_documents=False))
+    groups, mined = _mine_groups(args, searcher, data)
+    model, config, result = _train(args, groups)
+    metrics = _validation_metrics(args, model, searcher, data) if data.held_out else {}
+    card = _training_card(args, data, mined, model, config, result, metrics, started)
+    card.write(args.out)
+    _print_summary(args, card, metrics, result)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from rag.core.errors import ConfigError
+
+    if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
+        raise ConfigError("--epochs, --lr, --negatives and --queries must be > 0 and --batch-size >= 1")
+
+
+def _load_data(args: argparse.Namespace) -> RerankerData:
+    """The BEIR folder's judged questions, split (--offset, --queries, --validation), and an index of its corpus."""
+    from rag.cli.options import default_data_root, index_for
+    from rag.core.config import Settings
+    from rag.datasets.beir import load_qrels, resolve_beir
+    from rag.training.reranker import read_typed_queries, split_queries
+
     beir = args.corpus or default_data_root() / "retrieval" / "medquad"
     corpus, queries_path, qrels_path = resolve_beir([beir], None, None, "dev")
     queries, qrels = read_typed_queries(queries_path), load_qrels(qrels_path)
@@ -75,11 +113,19 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         queries, qrels, offset=args.offset, limit=args.queries, validation=args.validation
     )
     index_dir = index_for(corpus, args.index, Settings(), progress=not args.quiet)
-    searcher = Searcher.load(index_dir, settings=RetrievalSettings(collapse_documents=False))
-    groups, mined = mine_groups(
+    return RerankerData(beir, corpus, queries_path, qrels_path, qrels, train_queries, held_out, index_dir)
+
+
+def _mine_groups(
+    args: argparse.Namespace, searcher: Searcher, data: RerankerData
+) -> tuple[list[RankGroup], dict[str, Any]]:
+    """Each training question's group (its judged passage and mined hard negatives), and what the mining did."""
+    from rag.training.reranker import mine_groups
+
+    return mine_groups(
         searcher,
-        train_queries,
-        qrels,
+        data.train_queries,
+        data.qrels,
         negatives=args.negatives,
         seed=args.seed,
         paraphrase_share=args.paraphrase_share,
@@ -87,6 +133,15 @@ def run_train_reranker(args: argparse.Namespace) -> int:
         sentences=not args.no_sentences,
         progress=not args.quiet,
     )
+
+
+def _train(args: argparse.Namespace, groups: list[RankGroup]) -> tuple[CrossEncoder, TrainConfig, TrainResult]:
+    """A new cross-encoder trained with the listwise loss on `groups`, saved into --out."""
+    from rag.models.crossencoder import CrossEncoder, CrossEncoderConfig
+    from rag.retrieval.rerank import RELEVANCE_LABELS
+    from rag.training.crossencoder import TrainConfig
+    from rag.training.listwise import train_listwise
+
     config = TrainConfig.from_arguments(args)
     model_config = CrossEncoderConfig(
         labels=RELEVANCE_LABELS,
@@ -99,30 +154,58 @@ def run_train_reranker(args: argparse.Namespace) -> int:
     model = CrossEncoder.new(model_config, seed=args.seed, allow_download=args.allow_download)
     result = train_listwise(model, groups, config, learn_prior=not args.no_prior, progress=not args.quiet)
     model.save(args.out)
+    return model, config, result
+
+
+def _validation_metrics(
+    args: argparse.Namespace, model: CrossEncoder, searcher: Searcher, data: RerankerData
+) -> dict[str, Any]:
+    """Hybrid vs reranked nDCG@10 (and the rest) on the held-out questions; without the learnt prior too."""
+    from rag.core.config import RetrievalSettings
+    from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
+    from rag.retrieval.rerank import CrossEncoderReranker
+    from rag.retrieval.search import DenseRetriever, Searcher
+
+    # The mining searcher's bundle and embedder, read once, with the evaluation's settings and the new model.
+    dense = searcher.retrievers["dense"]
+    assert isinstance(dense, DenseRetriever)
+    eval_searcher = Searcher(
+        searcher.bundle,
+        dense.embedder,
+        RetrievalSettings(collapse_documents=True, depth=300),
+        CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
+    )
+    held_out = data.held_out
+    task = RetrievalTask({q.query_id: q.text for q in held_out}, {q.query_id: data.qrels[q.query_id] for q in held_out})
     metrics: dict[str, Any] = {}
-    if held_out:
-        # The mining searcher's bundle and embedder, read once, with the evaluation's settings and the new model.
-        dense = searcher.retrievers["dense"]
-        assert isinstance(dense, DenseRetriever)
-        eval_searcher = Searcher(
-            searcher.bundle,
-            dense.embedder,
-            RetrievalSettings(collapse_documents=True, depth=300),
-            CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
-        )
-        task = RetrievalTask({q.query_id: q.text for q in held_out}, {q.query_id: qrels[q.query_id] for q in held_out})
-        for mode in ("hybrid", "hybrid+rerank"):
-            metrics[mode] = evaluate(task, doc_search(eval_searcher, mode), mode).to_json()
-        if model.config.rank_prior:
-            # What the model alone does: the same run without its learnt prior.
-            learnt, model.config = model.config, replace(model.config, rank_prior=0.0)
-            metrics["rerank-without-prior"] = evaluate(
-                task, doc_search(eval_searcher, "hybrid+rerank"), "hybrid+rerank"
-            ).to_json()
-            model.config = learnt
+    for mode in ("hybrid", "hybrid+rerank"):
+        metrics[mode] = evaluate(task, doc_search(eval_searcher, mode), mode).to_json()
+    if model.config.rank_prior:
+        # What the model alone does: the same run without its learnt prior.
+        learnt, model.config = model.config, replace(model.config, rank_prior=0.0)
+        metrics["rerank-without-prior"] = evaluate(
+            task, doc_search(eval_searcher, "hybrid+rerank"), "hybrid+rerank"
+        ).to_json()
+        model.config = learnt
+    return metrics
+
+
+def _training_card(
+    args: argparse.Namespace,
+    data: RerankerData,
+    mined: dict[str, Any],
+    model: CrossEncoder,
+    config: TrainConfig,
+    result: TrainResult,
+    metrics: dict[str, Any],
+    started: float,
+) -> TrainingCard:
+    from rag.models.card import TrainingCard
+    from rag.training.reranker import MINING_DEPTH
+
     weights = args.out / "weights.safetensors"
-    card = TrainingCard(
-        base_model=model_config.base_model,
+    return TrainingCard(
+        base_model=args.base,
         seed=args.seed,
         config={
             "train": config.to_json(),
@@ -138,18 +221,7 @@ def run_train_reranker(args: argparse.Namespace) -> int:
             },
         },
         budgets={"time_limit_minutes": args.time_limit, "artefact_limit_mb": 10},
-        data={
-            "files_sha256": data_files(beir, corpus[0], queries_path, qrels_path),
-            "index": str(index_dir),
-            "judged_queries_skipped": args.offset,
-            "train_queries": {
-                "count": len(train_queries),
-                "first": train_queries[0].query_id,
-                "last": train_queries[-1].query_id,
-            },
-            "validation_queries": {"count": len(held_out), "rule": "the last N judged queries of the file"},
-            "mined": mined,
-        },
+        data=_data_summary(args, data, mined),
         timings={"train_s": round(result.seconds, 1), "total_s": round(time.perf_counter() - started, 1)},
         metrics={"validation": metrics},
         adapter={"weights_bytes": weights.stat().st_size, "where": "CPU (this machine); no GPU was used"},
@@ -159,15 +231,35 @@ def run_train_reranker(args: argparse.Namespace) -> int:
             "stopped_early": result.stopped_early,
         },
     )
-    card.write(args.out)
+
+
+def _data_summary(args: argparse.Namespace, data: RerankerData, mined: dict[str, Any]) -> dict[str, Any]:
+    """The card's data section: the files' hashes, the index, which questions trained and what mining found."""
+    from rag.training.reranker import data_files
+
+    return {
+        "files_sha256": data_files(data.beir, data.corpus[0], data.queries_path, data.qrels_path),
+        "index": str(data.index_dir),
+        "judged_queries_skipped": args.offset,
+        "train_queries": {
+            "count": len(data.train_queries),
+            "first": data.train_queries[0].query_id,
+            "last": data.train_queries[-1].query_id,
+        },
+        "validation_queries": {"count": len(data.held_out), "rule": "the last N judged queries of the file"},
+        "mined": mined,
+    }
+
+
+def _print_summary(args: argparse.Namespace, card: TrainingCard, metrics: dict[str, Any], result: TrainResult) -> None:
     if args.json:
         print(json.dumps(card.to_json(), indent=2))
-    else:
-        for mode, row in metrics.items():
-            print(f"validation {mode:<14} nDCG@10 {row['ndcg@10']:.4f}  R@10 {row['recall@10']:.4f}  "
-                  f"MRR@10 {row['mrr@10']:.4f}  p50 {row['latency_ms']['p50']:.0f} ms")  # fmt: skip
-        print(
-            f"model: {args.out} ({weights.stat().st_size / 1e6:.2f} MB weights); {result.steps} steps, "
-            f"training {result.seconds:.0f} s, total {card.timings['total_s']:.0f} s"
-        )
-    return 0
+        return
+    for mode, row in metrics.items():
+        print(f"validation {mode:<14} nDCG@10 {row['ndcg@10']:.4f}  R@10 {row['recall@10']:.4f}  "
+              f"MRR@10 {row['mrr@10']:.4f}  p50 {row['latency_ms']['p50']:.0f} ms")  # fmt: skip
+    weights = args.out / "weights.safetensors"
+    print(
+        f"model: {args.out} ({weights.stat().st_size / 1e6:.2f} MB weights); {result.steps} steps, "
+        f"training {result.seconds:.0f} s, total {card.timings['total_s']:.0f} s"
+    )

@@ -24,7 +24,7 @@ from rag.core.errors import BundleMismatchError, ConfigError
 from rag.core.types import Chunk, DocumentMeta, Evidence, RetrieverHit
 from rag.index.dense import faiss_ids, filtered_search_parameters
 from rag.index.sparse import BM25Index, CorpusStats
-from rag.index.store import BundleContents, absorbed_by_chunk, check_embedder, load_bundle
+from rag.index.store import BundleContents, absorbed_by_chunk, check_embedder, load_bundle, read_manifest
 from rag.models.embed import Embedder, LazyEmbedder
 from rag.retrieval.filters import Filters
 from rag.retrieval.fusion import (
@@ -224,6 +224,19 @@ class Searcher:
         bundle = load_bundle(Path(index_dir))
         index_settings = IndexSettings.model_validate(bundle.manifest["settings"])
         return cls(bundle, embedder or LazyEmbedder(index_settings.embedder), settings, reranker)
+
+    def reloaded(self) -> Searcher:
+        """A searcher over its directory's newest committed generation, with this one's embedder, settings and
+        loaded reranker; this searcher itself when that generation is the one it holds already.
+
+        For a searcher made by `Searcher.load`: a shard's searcher would lose the whole index's BM25 statistics.
+        """
+        directory = self.bundle.path
+        if read_manifest(directory).get("generation") == self.bundle.manifest.get("generation"):
+            return self
+        dense = self.retrievers["dense"]
+        assert isinstance(dense, DenseRetriever)
+        return Searcher(load_bundle(directory), dense.embedder, self.settings, self.loaded_reranker)
 
     def search(
         self,

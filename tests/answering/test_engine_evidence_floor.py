@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexer import build_index
-from rag.answering.engine import Engine, _rated_near_best
+from rag.answering.engine import Engine
+from rag.answering.evidence_policy import rated_near_best
 from rag.checking.support import LexicalSupportChecker
 from rag.core.config import IndexSettings, Settings, with_overrides
 from rag.core.types import Chunk, DocumentMeta, Evidence, RetrieverHit
@@ -26,15 +27,15 @@ def passages(rerank: list[float | None]) -> list[Evidence]:
 
 
 def test_passages_rated_far_below_the_best_are_not_shown() -> None:
-    kept = _rated_near_best(passages([0.9, 0.5, 0.2]), 0.5)
+    kept = rated_near_best(passages([0.9, 0.5, 0.2]), 0.5)
     assert [e.chunk.chunk_id for e in kept] == ["c0", "c1"]  # 0.2 < 0.5 x 0.9
-    assert len(_rated_near_best(passages([0.9, 0.5, 0.2]), 0.0)) == 3
+    assert len(rated_near_best(passages([0.9, 0.5, 0.2]), 0.0)) == 3
 
 
 def test_unreranked_or_empty_evidence_is_left_as_it_is() -> None:
-    assert len(_rated_near_best(passages([None, None]), 0.5)) == 2
-    assert len(_rated_near_best(passages([0.9, None]), 0.5)) == 2
-    assert _rated_near_best([], 0.5) == []
+    assert len(rated_near_best(passages([None, None]), 0.5)) == 2
+    assert len(rated_near_best(passages([0.9, None]), 0.5)) == 2
+    assert rated_near_best([], 0.5) == []
 
 
 def test_a_model_is_shown_only_passages_rated_within_model_passage_floor(tmp_path: Path) -> None:

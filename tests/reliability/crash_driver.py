@@ -1,6 +1,7 @@
 """Kill `build`, `add` and `remove` with SIGKILL over many trials; check the bundle after every kill.
 
-Run by tests/reliability/test_crash_trials.py as `python -m tests.reliability.crash_driver CONFIG_JSON`; prints one JSON summary line.
+Run by tests/reliability/test_crash_trials.py as `python -m tests.reliability.crash_driver CONFIG_JSON`; prints one
+JSON summary line.
 
 The driver process only forks, sleeps, kills and copies folders: every index operation and every check runs in
 a forked child, so the driver never starts FAISS or OpenMP threads that a fork could inherit half-locked, and a

@@ -1,7 +1,7 @@
 """SIGKILL at random moments of `build`, `add`, `remove` and a first build: the previous bundle always survives.
 
-tests/reliability/crash_driver.py does the killing (see its docstring for the two ways it picks a moment and what it checks
-after each kill). CLINRAG_CRASH_TRIALS sets the trials per operation, half at random times and half at random
+tests/reliability/crash_driver.py does the killing (see its docstring for the two ways it picks a moment and what it
+checks after each kill). CLINRAG_CRASH_TRIALS sets the trials per operation, half at random times and half at random
 write steps (default 10; the report's figures used 200).
 """
 

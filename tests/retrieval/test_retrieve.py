@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from indexer import build_index
+from indexer import add_sources, build_index
 from rag.core.config import IndexSettings, RetrievalSettings
 from rag.core.errors import ConfigError
 from rag.retrieval.filters import Filters
 from rag.retrieval.search import Searcher
-from rag.testing import HashEmbedder
+from rag.testing import HashEmbedder, LexicalReranker
 
 DOCS = {
     "uti-2010.md": ("Cystitis", "IDSA", 2010, "guideline", "Nitrofurantoin for five days treats cystitis."),
@@ -108,6 +108,30 @@ def test_query_vectors_are_cached(searcher: Searcher) -> None:
     dense = searcher.retrievers["dense"]
     first = dense.query_vector("asthma")  # type: ignore[attr-defined]
     assert dense.query_vector("asthma") is first  # type: ignore[attr-defined]
+
+
+def test_reloaded_searcher_follows_the_newest_committed_generation(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, (title, body) in {first: ("Asthma", "Budesonide relieves asthma."),
+                                  second: ("Gout", "Colchicine treats acute gout flares.")}.items():  # fmt: skip
+        folder.mkdir()
+        (folder / f"{title.lower()}.md").write_text(f"---\ntitle: {title}\n---\n{body}\n", encoding="utf-8")
+    embedder = HashEmbedder(dim=32, max_tokens=64)
+    settings = IndexSettings.model_validate({"cache_dir": str(tmp_path / "cache")})
+    build_index([first], tmp_path / "index", settings, embedder=embedder)
+    reranker = LexicalReranker()
+    searcher = Searcher.load(tmp_path / "index", embedder, RetrievalSettings(k=3), reranker)
+    assert searcher.reloaded() is searcher  # nothing committed since it loaded
+
+    add_sources(tmp_path / "index", [second], embedder=embedder)
+    newer = searcher.reloaded()
+    assert newer is not searcher
+    assert newer.bundle.manifest["generation"] != searcher.bundle.manifest["generation"]
+    assert newer.settings is searcher.settings and newer.loaded_reranker is reranker
+    assert newer.retrievers["dense"].embedder is embedder  # type: ignore[attr-defined]
+    assert "Gout" in {e.meta.title for e in newer.search("colchicine gout")}
+    assert "Gout" not in {e.meta.title for e in searcher.search("colchicine gout")}  # the old one is unchanged
+    assert newer.reloaded() is newer
 
 
 def test_hnsw_bundle_with_filters(tmp_path: Path, index: Path) -> None:
