@@ -1,4 +1,8 @@
-"""`clinrag eval answers`: ask the engine every judged question (of one type) and score what its answers cite."""
+"""`clinrag eval answers`: ask the engine every judged question and score what its answers cite and say.
+
+Two kinds of judged set: a BEIR folder (`--corpus DIR`: queries, qrels, the judged passages; MedQuAD) or a
+guideline question set in the NGC format (`--questions FILE` with `--index DIR` or `--corpus SOURCES`), each
+question answered by one recommendation whose key terms a right answer contains."""
 
 from __future__ import annotations
 
@@ -33,7 +37,18 @@ def register(sub: Any) -> None:
         "question of the same text counts; MedQuAD asks many questions once per source).",
     )
     parser.add_argument(
-        "--corpus", required=True, type=Path, metavar="DIR", help="BEIR folder (corpus, queries, qrels)"
+        "--corpus",
+        type=Path,
+        metavar="DIR",
+        help="BEIR folder (corpus, queries, qrels); with --questions: the sources to index when --index is not given",
+    )
+    parser.add_argument(
+        "--questions",
+        type=Path,
+        metavar="FILE",
+        help="a guideline question set in the NGC format (JSONL: _id, text, doc_id, evidence, answer_terms): "
+        "reports document and evidence recall@10 with and without reranking, hit, cited precision, answer-term "
+        "recall and the all-terms rate",
     )
     add_split_option(parser)
     add_index_option(parser, "an index of the corpus (built if not given)")
@@ -63,18 +78,29 @@ def register(sub: Any) -> None:
 
 
 def run_answers_eval(args: argparse.Namespace) -> int:
-    from rag.answering.engine import Engine
-    from rag.core.config import Settings, load_settings, with_overrides
     from rag.core.errors import ConfigError
-    from rag.datasets.beir import load_corpus_texts, load_qrels, load_queries, load_query_types, resolve_beir
-    from rag.evaluation.answers import build_cases, evaluate_answers, summarize
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.offset < 0:
+        raise ConfigError(f"--offset must be at least 0, got {args.offset}")
+    if args.questions is None and args.corpus is None:
+        raise ConfigError("give --corpus BEIR_DIR (judged passages), or --questions FILE with --index DIR")
+    if args.questions is not None and args.qtype:
+        raise ConfigError("--qtype selects BEIR questions by metadata.qtype; a --questions set has no types")
+    if args.questions is not None and args.corpus is None and args.index is None:
+        raise ConfigError("--questions needs the index it is asked of: --index DIR, or --corpus SOURCES to build one")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    settings = _settings(args)
+    return _run_questions(args, settings) if args.questions is not None else _run_beir(args, settings)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rag.core.config import Settings, load_settings, with_overrides
+
     settings = load_settings(args.config) if args.config else Settings()
     overrides = {
         "generator.kind": args.generator,
@@ -85,7 +111,15 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         "retrieval.reranker": args.reranker,
         "answer.log_file": None,
     }
-    settings = with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
+
+
+def _run_beir(args: argparse.Namespace, settings: Any) -> int:
+    from rag.answering.engine import Engine
+    from rag.core.errors import ConfigError
+    from rag.datasets.beir import load_corpus_texts, load_qrels, load_queries, load_query_types, resolve_beir
+    from rag.evaluation.answers import build_cases, evaluate_answers, summarize
+
     corpus, queries_path, qrels_path = resolve_beir([args.corpus], None, None, args.split)
     cases = build_cases(
         load_queries(queries_path),
@@ -102,8 +136,7 @@ def run_answers_eval(args: argparse.Namespace) -> int:
     engine.ask(cases[0].question)  # warm-up: model loads are not answer latency
     records = evaluate_answers(cases, engine.ask, progress=args.progress)
     report = summarize(records)
-    if args.records:
-        args.records.write_text("".join(json.dumps(r.to_json()) + "\n" for r in records), encoding="utf-8")
+    _write_records(args.records, [r.to_json() for r in records])
     described = {
         "corpus": str(args.corpus),
         "qtype": args.qtype,
@@ -125,6 +158,62 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
         f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
     )
-    if report.errors:
-        print(f"warning: {report.errors} question(s) failed; see --records", file=sys.stderr)
+    _warn_errors(report.errors)
     return 0
+
+
+def _run_questions(args: argparse.Namespace, settings: Any) -> int:
+    from rag.answering.engine import Engine
+    from rag.datasets.guideline_questions import read_guideline_questions
+    from rag.evaluation.guideline_answers import evaluate_guideline_answers, summarize_guideline_answers
+
+    questions = read_guideline_questions(args.questions)[args.offset :]
+    questions = questions[: args.limit] if args.limit is not None else questions
+    if not questions:
+        from rag.core.errors import ConfigError
+
+        raise ConfigError(f"{args.questions}: no question left after --offset {args.offset}")
+    index = index_for([args.corpus] if args.corpus else [], args.index, settings)
+    engine = Engine.load(index, settings=settings)
+    engine.ask(questions[0].text)  # warm-up: model loads are not answer latency
+
+    def search(question: str, rerank: bool) -> Any:
+        return engine.searcher.search(question, k=10, rerank=rerank)
+
+    records = evaluate_guideline_answers(questions, search, engine.ask, progress=args.progress)
+    report = summarize_guideline_answers(records)
+    _write_records(args.records, [r.to_json() for r in records])
+    described = {
+        "questions_file": str(args.questions),
+        "index": str(index),
+        "generator": engine.generator_name,
+        "template": engine.template.label,
+        "reranked": settings.answer.rerank,
+        **report.to_json(),
+    }
+    if args.json:
+        print(json.dumps(described, indent=2))
+    else:
+        print(
+            f"{report.questions} questions from {args.questions}, generator {engine.generator_name}, template "
+            f"{engine.template.label}, answers {'reranked' if settings.answer.rerank else 'not reranked'}\n"
+            f"document recall@10 {report.doc_recall_at_10:.3f} (reranked {report.doc_recall_at_10_reranked:.3f})  "
+            f"evidence recall@10 {report.evidence_recall_at_10:.3f} "
+            f"(reranked {report.evidence_recall_at_10_reranked:.3f})\n"
+            f"hit {report.hit_rate:.3f}  cited precision {report.cited_precision:.3f}  answer-term recall "
+            f"{report.answer_term_recall:.3f}  all terms {report.all_terms_rate:.3f}\n"
+            f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
+            f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
+        )
+    _warn_errors(report.errors)
+    return 0
+
+
+def _write_records(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    if path is not None:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def _warn_errors(errors: int) -> None:
+    if errors:
+        print(f"warning: {errors} question(s) failed; see --records", file=sys.stderr)
