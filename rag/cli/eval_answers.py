@@ -28,13 +28,14 @@ from rag.cli.options import (
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "answers",
-        help="cited precision, hit rate and content-word F1 of the engine's answers on judged questions",
+        help="cited precision, hit rate, content-word F1 or answer terms of the engine's answers on judged questions",
         description="Ask the engine each judged question of a BEIR folder (optionally one question type) and "
         "report cited precision (cited references whose document, or a document whose duplicate passage it "
         "absorbed, is judged relevant), hit rate (answers citing a relevant document), abstention and fallback "
         "rates, content-word F1 of the joined suggestions against the judged passage, and p50/p95 seconds. "
         "Precision and hit rate are also given with identical questions pooled (a document judged for another "
-        "question of the same text counts; MedQuAD asks many questions once per source).",
+        "question of the same text counts; MedQuAD asks many questions once per source). With --questions, a "
+        "guideline question set (NGC format) is asked of --index instead.",
     )
     parser.add_argument(
         "--corpus",
