@@ -31,6 +31,15 @@ _ABBREVIATIONS = frozenset(
     "e.g i.e eg ie dr drs mr mrs ms prof st vs v al fig figs approx cf ca incl resp ref refs vol pp jr sr"
     " dept est tab eq".split()
 )
+# A recommendation's grade written after it, alone: "(**Strong For**)", "(Class I, Level of Evidence A)", "*(I-C)*",
+# "(Conditional recommendation, Very low quality evidence)". It qualifies the sentence before it, so the two are one
+# unit: a chunk never opens with the strength of a recommendation it does not hold. A parenthesised sentence of its
+# own ("(A higher than normal blood sugar level is a risk factor ...)") ends with a full stop inside and stays apart.
+_GRADE_ALONE = re.compile(
+    r"^[*_]*\((?=[^()]{1,120}\)[*_]*\.?$)[^()]*?\b(?:strong|weak|conditional|recommendation|class|level|grade|"
+    r"evidence|quality|[IV]{1,3}\s*-\s*[A-C])\b[^()]*(?<![.!?])\)[*_]*\.?$",
+    re.IGNORECASE,
+)
 _BATCH_CHARS = 2_000_000  # text per tokenizer round: big enough to amortise calls, small enough for memory
 
 
@@ -49,7 +58,9 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
     spans: list[Span] = []
     for a, b in itertools.pairwise(ordered):
         s, e = _strip(piece, a, b)
-        if s < e:
+        if s < e and spans and _GRADE_ALONE.match(piece[s:e]):
+            spans[-1] = (spans[-1][0], start + e)  # the grade joins the recommendation it qualifies
+        elif s < e:
             spans.append((start + s, start + e))
     return spans
 

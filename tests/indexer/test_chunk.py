@@ -186,6 +186,33 @@ def test_split_sentences(text: str, expected: list[str]) -> None:
     assert sentences_of(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "1. Use spirometry. (**Strong For**)\n2. Vaccinate.",
+            ["1. Use spirometry. (**Strong For**)", "2. Vaccinate."],
+        ),
+        ("Give aspirin. (Class I, Level of Evidence A)", ["Give aspirin. (Class I, Level of Evidence A)"]),
+        ("Biopsy within 24 hours. *(I-C)*", ["Biopsy within 24 hours. *(I-C)*"]),
+        ("- Two groups\n\n   (**Weak For**)", ["- Two groups\n\n   (**Weak For**)"]),
+        (
+            "Give ICS. (Conditional recommendation, Very low quality evidence)",
+            ["Give ICS. (Conditional recommendation, Very low quality evidence)"],
+        ),
+        # a parenthesised sentence of its own, or a note that grades nothing, stays apart
+        (
+            "HbA1c rises. (A higher sugar level is a risk factor.)",
+            ["HbA1c rises.", "(A higher sugar level is a risk factor.)"],
+        ),
+        ("Treat. (See Figure 1.)", ["Treat.", "(See Figure 1.)"]),
+        ("(**Strong For**) opens nothing", ["(**Strong For**) opens nothing"]),
+    ],
+)
+def test_a_grade_written_after_a_recommendation_stays_with_it(text: str, expected: list[str]) -> None:
+    assert sentences_of(text) == expected
+
+
 def test_split_sentences_offsets_within_a_range() -> None:
     text = "Head\nOne. Two. Three."
     spans = split_sentences(text, 5, 14)
