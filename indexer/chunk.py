@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from rag.core.config import ChunkerSettings
 from rag.core.types import Chunk, SourceDocument
 from rag.models.embed import Embedder, Span
+from rag.text.units import GRADE_ALONE
 
 Unit = tuple[int, int, int]  # (char_start, char_end, estimated tokens): a sentence or a piece of a long one
 
@@ -30,15 +31,6 @@ _BULLETS = frozenset("-*•‣◦▪●○·–")
 _ABBREVIATIONS = frozenset(
     "e.g i.e eg ie dr drs mr mrs ms prof st vs v al fig figs approx cf ca incl resp ref refs vol pp jr sr"
     " dept est tab eq".split()
-)
-# A recommendation's grade written after it, alone: "(**Strong For**)", "(Class I, Level of Evidence A)", "*(I-C)*",
-# "(Conditional recommendation, Very low quality evidence)". It qualifies the sentence before it, so the two are one
-# unit: a chunk never opens with the strength of a recommendation it does not hold. A parenthesised sentence of its
-# own ("(A higher than normal blood sugar level is a risk factor ...)") ends with a full stop inside and stays apart.
-_GRADE_ALONE = re.compile(
-    r"^[*_]*\((?=[^()]{1,120}\)[*_]*\.?$)[^()]*?\b(?:strong|weak|conditional|recommendation|class|level|grade|"
-    r"evidence|quality|[IV]{1,3}\s*-\s*[A-C])\b[^()]*(?<![.!?])\)[*_]*\.?$",
-    re.IGNORECASE,
 )
 _BATCH_CHARS = 2_000_000  # text per tokenizer round: big enough to amortise calls, small enough for memory
 
@@ -58,7 +50,7 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
     spans: list[Span] = []
     for a, b in itertools.pairwise(ordered):
         s, e = _strip(piece, a, b)
-        if s < e and spans and _GRADE_ALONE.match(piece[s:e]):
+        if s < e and spans and GRADE_ALONE.match(piece[s:e]):
             spans[-1] = (spans[-1][0], start + e)  # the grade joins the recommendation it qualifies
         elif s < e:
             spans.append((start + s, start + e))

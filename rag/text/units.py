@@ -17,6 +17,15 @@ _LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,2}[.)])\s+(.+)$")
 _INLINE_LIST = re.compile(r":\s+-\s+")
 _INLINE_ITEM = re.compile(r"(?<!\s)\s+-\s+")  # tried once per run of spaces: linear on a hostile run
 MIN_CHARS, MAX_CHARS = 30, 400
+# A recommendation's grade written after it, alone: "(**Strong For**)", "(Class I, Level of Evidence A)", "*(I-C)*",
+# "(Conditional recommendation, Very low quality evidence)". It qualifies the sentence before it, so the two are one
+# unit: a chunk never opens with the strength of a recommendation it does not hold. A parenthesised sentence of its
+# own ("(A higher than normal blood sugar level is a risk factor ...)") ends with a full stop inside and stays apart.
+GRADE_ALONE = re.compile(
+    r"^[*_]*\((?=[^()]{1,120}\)[*_]*\.?$)[^()]*?\b(?:strong|weak|conditional|recommendation|class|level|grade|"
+    r"evidence|quality|[IV]{1,3}\s*-\s*[A-C])\b[^()]*(?<![.!?])\)[*_]*\.?$",
+    re.IGNORECASE,
+)
 
 
 class Piece(NamedTuple):
@@ -105,6 +114,11 @@ def inline_lists(sentence: str) -> list[str]:
 
 def _keep(out: list[tuple[Piece, bool]], heading: str, sentence: str, list_id: int) -> None:
     sentence = sentence.strip()
-    if sentence:
+    if sentence and out and GRADE_ALONE.match(sentence) and not out[-1][0].sentence.startswith("#"):
+        # The grade belongs to the unit before it: quoted together, a recommendation keeps its strength, and the
+        # grade alone ("(Conditional recommendation, Very low quality evidence)") is never a suggestion.
+        (previous, quotable) = out[-1]
+        out[-1] = (previous._replace(sentence=f"{previous.sentence} {sentence}"), quotable)
+    elif sentence:
         quotable = MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":")
         out.append((Piece(heading, sentence, list_id), quotable))
