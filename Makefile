@@ -52,4 +52,4 @@ bench-index: setup
 	$(BIN)/python benchmarks/bench_index.py
 
 clean:
-	rm -rf $(DEMO_INDEX) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_INDEX) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
