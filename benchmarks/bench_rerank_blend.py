@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,7 @@ import numpy as np
 from rag.core.config import RetrievalSettings
 from rag.core.types import Evidence
 from rag.evaluation.metrics import ndcg_at_k, recall_at_k, unique_groups
-from rag.models.crossencoder import rank_feature
-from rag.retrieval.rerank import CrossEncoderReranker, load_reranker, ordered_by, passage_text
+from rag.retrieval.rerank import CrossEncoderReranker, load_reranker, ordered_by, passage_text, with_rank_prior
 from rag.retrieval.search import Searcher
 
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -43,15 +41,13 @@ class CapturingReranker:
         self.margins: list[float] = []
 
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
-        probabilities = self.real.score([(query, passage_text(e)) for e in evidence])
         self.pool = list(evidence)
-        self.margins = [math.log(p / (1 - p)) if 0 < p < 1 else (30.0 if p >= 1 else -30.0) for p in probabilities]
+        self.margins = self.real.margins([(query, passage_text(e)) for e in evidence])
         return blended(self.pool, self.margins, self.real.model.config.rank_prior)
 
 
 def blended(pool: list[Evidence], margins: list[float], weight: float) -> list[Evidence]:
-    scores = [1 / (1 + math.exp(-(m + weight * rank_feature(i)))) for i, m in enumerate(margins)]
-    return ordered_by(pool, scores)
+    return ordered_by(pool, with_rank_prior(margins, weight))
 
 
 def judged_questions(args: argparse.Namespace) -> list[tuple[str, dict[str, int]]]:

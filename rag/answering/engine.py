@@ -46,7 +46,7 @@ from rag.models.embed import Embedder
 from rag.models.generators.base import Generator
 from rag.retrieval.filters import Filters
 from rag.retrieval.protocols import PairScorer, Reranker
-from rag.retrieval.search import DenseRetriever, Searcher, clean_query
+from rag.retrieval.search import Searcher, clean_query
 from rag.text.privacy import scrub
 
 
@@ -103,9 +103,7 @@ class Engine:
     @property
     def searcher_embedder(self) -> Embedder:
         """The embedder queries are embedded with (the bundle's own)."""
-        dense = self.searcher.retrievers["dense"]
-        assert isinstance(dense, DenseRetriever)
-        return dense.embedder
+        return self.searcher.query_embedder
 
     @property
     def generator_name(self) -> str:

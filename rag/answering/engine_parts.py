@@ -37,7 +37,7 @@ def load_engine_parts(
 ) -> EngineParts:
     """The parts given, and the ones `settings` name loaded (see `Engine.load`)."""
     searcher = Searcher.load(index_dir, embedder, settings.retrieval, reranker)
-    query_embedder = searcher.retrievers["dense"].embedder  # type: ignore[attr-defined]
+    query_embedder = searcher.query_embedder
     chosen = generator if isinstance(generator, GeneratorSettings) else settings.generator
     if generator is None or isinstance(generator, GeneratorSettings):
         generator = make_generator(chosen)

@@ -164,14 +164,12 @@ def _validation_metrics(
     from rag.core.config import RetrievalSettings
     from rag.evaluation.retrieval import RetrievalTask, doc_search, evaluate
     from rag.retrieval.rerank import CrossEncoderReranker
-    from rag.retrieval.search import DenseRetriever, Searcher
+    from rag.retrieval.search import Searcher
 
     # The mining searcher's bundle and embedder, read once, with the evaluation's settings and the new model.
-    dense = searcher.retrievers["dense"]
-    assert isinstance(dense, DenseRetriever)
     eval_searcher = Searcher(
         searcher.bundle,
-        dense.embedder,
+        searcher.query_embedder,
         RetrievalSettings(collapse_documents=True, depth=300),
         CrossEncoderReranker(model, name=f"cross-encoder:{args.out.name}"),
     )

@@ -132,8 +132,13 @@ def build_cases(
     return cases
 
 
+def cited_documents(answer: Answer) -> list[set[str]]:
+    """Per cited reference, the documents it stands for: its own and those whose duplicate passage it absorbed."""
+    return [{r.doc_id, *(o.doc_id for o in r.also_in)} for r in answer.references if r.cited]
+
+
 def score_answer(case: AnswerCase, answer: Answer, seconds: float) -> AnswerRecord:
-    cited = [{r.doc_id, *(o.doc_id for o in r.also_in)} for r in answer.references if r.cited]
+    cited = cited_documents(answer)
     relevant = sum(1 for docs in cited if docs & case.judged.keys())
     pooled = sum(1 for docs in cited if docs & (case.judged.keys() | case.judged_for_same_text))
     joined = " ".join(s.text for s in answer.suggestions)

@@ -28,6 +28,7 @@ from rag.answering.answer import Answer
 from rag.core.errors import ClinragError
 from rag.core.types import Evidence
 from rag.datasets.guideline_questions import GuidelineQuestion
+from rag.evaluation.answers import cited_documents
 from rag.text.tokenize import ENGLISH_STOPWORDS
 
 TOP_K = 10
@@ -116,7 +117,7 @@ def score_question(question: GuidelineQuestion, search: Search, ask: Callable[[s
     started = time.perf_counter()
     answer = ask(question.text)
     seconds = time.perf_counter() - started
-    cited = [{r.doc_id, *(o.doc_id for o in r.also_in)} for r in answer.references if r.cited]
+    cited = cited_documents(answer)
     judged = sum(1 for docs in cited if question.doc_id in docs)
     found = terms_found(question.answer_terms, " ".join(s.text for s in answer.suggestions))
     return GuidelineRecord(

@@ -61,18 +61,23 @@ class CrossEncoderReranker:
             raise ConfigError(f"{path}: {exc}; give a folder written by `clinrag train reranker`") from exc
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        return [_sigmoid(m) for m in self._margins(pairs)]
+        return [_sigmoid(m) for m in self.margins(pairs)]
 
     def rerank(self, query: str, evidence: list[Evidence]) -> list[Evidence]:
         if not evidence:
             return []
-        margins = self._margins([(query, passage_text(e)) for e in evidence])
-        weight = self.model.config.rank_prior
-        return ordered_by(evidence, [_sigmoid(m + weight * rank_feature(i)) for i, m in enumerate(margins)])
+        margins = self.margins([(query, passage_text(e)) for e in evidence])
+        return ordered_by(evidence, with_rank_prior(margins, self.model.config.rank_prior))
 
-    def _margins(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+    def margins(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The model's log-odds that each passage answers its question (no prior)."""
         cleaned = [(clean_text(a), clean_text(b)) for a, b in pairs]
         return [float(m) for m in self.model.margins(cleaned, batch_size=self.batch_size, bf16=self.bf16)]
+
+
+def with_rank_prior(margins: Sequence[float], weight: float) -> list[float]:
+    """Probabilities of passages given in fused order: each margin plus `weight` x its fused-rank feature."""
+    return [_sigmoid(m + weight * rank_feature(i)) for i, m in enumerate(margins)]
 
 
 def _sigmoid(x: float) -> float:

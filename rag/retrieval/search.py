@@ -234,9 +234,14 @@ class Searcher:
         directory = self.bundle.path
         if read_manifest(directory).get("generation") == self.bundle.manifest.get("generation"):
             return self
+        return Searcher(load_bundle(directory), self.query_embedder, self.settings, self.loaded_reranker)
+
+    @property
+    def query_embedder(self) -> Embedder:
+        """The embedder queries are embedded with (the bundle's own)."""
         dense = self.retrievers["dense"]
         assert isinstance(dense, DenseRetriever)
-        return Searcher(load_bundle(directory), dense.embedder, self.settings, self.loaded_reranker)
+        return dense.embedder
 
     def search(
         self,
