@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--scales", type=float, nargs="+", default=list(SCALES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reranker", default="default", help="a folder written by `clinrag train reranker`")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if (args.corpus is None) == (args.questions is None):
@@ -82,7 +83,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    capture = CapturingReranker(load_reranker("default"))
+    capture = CapturingReranker(load_reranker(args.reranker))
     settings = RetrievalSettings(collapse_documents=True, depth=300)  # as `clinrag eval retrieval`
     searcher = Searcher.load(args.index, settings=settings, reranker=capture)
     rows = judged_questions(args)
@@ -103,6 +104,7 @@ def main() -> int:
             recall[name].append(recall_at_k(ranked, judged, 10))
     result: dict[str, Any] = {
         "index": str(args.index),
+        "reranker": args.reranker,
         "set": str(args.questions or args.corpus),
         "questions": len(rows),
         "rank_prior": weight,

@@ -24,6 +24,8 @@ Unit = tuple[int, int, int]  # (char_start, char_end, estimated tokens): a sente
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*\s+")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*•‣◦▪●○·–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)])[ \t]+", re.MULTILINE)
+# A Markdown table row: rows have no sentence ends, so a table read as one "sentence" was cut mid-row.
+_TABLE_ROW = re.compile(r"^[ \t]*\|", re.MULTILINE)
 _MARKER = re.compile(r"[ \t]*(?:\d{1,3}|[a-zA-Z])\.\s+")
 _MARKER_WINDOW = 64
 _OPENERS = frozenset("([{\"'“‘")
@@ -46,6 +48,7 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
     cuts.update(m.end() for m in _SENTENCE_END.finditer(piece) if _ends_sentence(piece, m))
     cuts.update(m.end() for m in _BLANK_LINE.finditer(piece))
     cuts.update(m.start() for m in _LIST_ITEM.finditer(piece))
+    cuts.update(m.start() for m in _TABLE_ROW.finditer(piece))
     ordered = sorted(cuts)
     spans: list[Span] = []
     for a, b in itertools.pairwise(ordered):

@@ -15,7 +15,9 @@ from rag.core.types import LoadFailure
 # Bump whenever a loader or the chunker changes what it makes of the same file: bundles built by an older
 # pipeline then re-chunk their sources on the next update (vectors of unchanged chunk text still come back
 # from the bundle or the cache, so this costs little).
-TEXT_PIPELINE_VERSION = 4  # 4: a recommendation keeps the grade written after it ("(**Strong For**)")
+# 4: a recommendation keeps the grade written after it ("(**Strong For**)"); 5: Markdown table rows are units, so
+# a chunk boundary falls between rows, never inside one.
+TEXT_PIPELINE_VERSION = 5
 
 
 @dataclass(frozen=True)

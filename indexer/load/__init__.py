@@ -146,7 +146,8 @@ def iter_source_files(paths: Sequence[Path]) -> tuple[list[Path], list[LoadFailu
 
     Folders are walked recursively in sorted order, skipping hidden entries and unsupported suffixes;
     a file named explicitly is kept whatever its suffix, so that `load_source` can say why it is not read.
-    A file reached twice is listed once. A collection folder (see `indexer.load.collection`), named or reached by
+    A file reached twice is listed once. Of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) only the corpus
+    is read. A collection folder (see `indexer.load.collection`), named or reached by
     the walk, raises ConfigError before anything is read.
     """
     files: list[Path] = []
@@ -170,6 +171,10 @@ def iter_source_files(paths: Sequence[Path]) -> tuple[list[Path], list[LoadFailu
     return files, failures
 
 
+def _is_beir_folder(filenames: Sequence[str], dirnames: Sequence[str]) -> bool:
+    return "corpus.jsonl" in filenames and "queries.jsonl" in filenames and "qrels" in dirnames
+
+
 def _walk(root: Path) -> list[Path]:
     found: list[Path] = []
     for folder, dirnames, filenames in os.walk(root):
@@ -177,6 +182,10 @@ def _walk(root: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if COLLECTION_FILE in filenames:
             refuse_collection(Path(folder))
+        if _is_beir_folder(filenames, dirnames):
+            # A BEIR folder's queries.jsonl holds the questions, not documents: indexed, each question would be
+            # found first for itself (PubMedQA's folder once gave 1,500 "documents" for 1,000 abstracts).
+            filenames = ["corpus.jsonl"]
         for name in filenames:
             candidate = Path(folder) / name
             if not name.startswith(".") and candidate.suffix.lower() in SUPPORTED_SUFFIXES and candidate.is_file():

@@ -22,8 +22,9 @@ from pathlib import Path
 from rag.answering.answer import Answer, Suggestion
 from rag.answering.answer_assembly import abstention, checked_answer
 from rag.answering.citations import ParsedReply, attribute_quotes
+from rag.answering.contraindications import contraindicated_last
 from rag.answering.engine_parts import load_engine_parts
-from rag.answering.evidence_policy import evidence_items, rated_near_best, weak_retrieval
+from rag.answering.evidence_policy import demote_boilerplate, evidence_items, rated_near_best, weak_retrieval
 from rag.answering.extractive import ExtractiveAnswerer
 from rag.answering.patient import Patient
 from rag.answering.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, render
@@ -48,6 +49,8 @@ from rag.retrieval.filters import Filters
 from rag.retrieval.protocols import PairScorer, Reranker
 from rag.retrieval.search import Searcher, clean_query
 from rag.text.privacy import scrub
+
+MAX_QUESTION_WORDS = 300
 
 
 class Engine:
@@ -115,6 +118,12 @@ class Engine:
         # Identifiers in the question (and the patient's marked names) never reach retrieval, prompt or log.
         text = scrub(clean_query(question), patient.names if patient is not None else ()).text
         answer_settings = self.settings.answer
+        words = len(text.split())
+        if words > MAX_QUESTION_WORDS:
+            # A pasted note or document, not a question: its words would crowd the evidence out of the prompt.
+            reason = (f"the question is {words} words long; ask it in at most {MAX_QUESTION_WORDS} words and put "
+                      "the patient's facts in a patient record (--patient FILE)")  # fmt: skip
+            return self._abstain(text, reason, [], timings, started)
         query = text
         if patient is not None and answer_settings.expand_query_with_patient:
             query = " ".join([text, *patient.query_terms()])
@@ -126,6 +135,7 @@ class Engine:
         if weak:
             return self._abstain(text, weak, evidence_items(evidence), timings, started)
 
+        evidence = demote_boilerplate(text, evidence)
         if self.generator is not None:
             evidence = rated_near_best(
                 evidence, max(answer_settings.passage_floor, answer_settings.model_passage_floor)
@@ -257,6 +267,7 @@ class Engine:
         )
         dropped = tuple(dict.fromkeys([*parsed.unknown_keys, *(k for c in checked for k in c.dropped)]))
         kept, removed = kept_and_removed([c.suggestion for c in checked], answer_settings.remove_unsupported)
+        kept = contraindicated_last(kept, prompt.evidence, question, patient)
         reason = None if kept else "no suggestion is supported by the evidence it cites"
         return answer(kept, removed, dropped, reason)
 

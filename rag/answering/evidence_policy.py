@@ -2,10 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 
 from rag.answering.prompts import EvidenceItem, evidence_item
 from rag.core.types import Evidence
+
+# Sections that describe a guideline, or send the patient elsewhere, rather than say what to do: quoted first
+# they answer nothing a treatment question asked (the demo's COPD answer quoted "When to refer"; NGC answers
+# quoted objectives, sources and web resources). They still answer a question that names them.
+_BOILERPLATE_SECTION = re.compile(
+    r"\b(when to refer|referral|refer|sources?|references?|bibliography|methods?|methodology|objectives?|"
+    r"target population|intended users|rating scheme|guideline category|clinical specialty|outcomes considered|"
+    r"qualifying statements|disclaimer|funding|financial disclosures?|guideline status|availability|companion "
+    r"documents|patient resources|resources|description of|implementation|scope|key words|acknowledg\w+)\b",
+    re.I,
+)
+_WORD = re.compile(r"[a-z]{4,}")
+OFF_QUESTION_FACTOR = 0.5
+
+
+def off_question_section(question: str, section_path: Sequence[str]) -> bool:
+    """The passage's own heading is boilerplate (sources, methods, referral, ...) that the question does not ask."""
+    heading = section_path[-1] if section_path else ""
+    if not _BOILERPLATE_SECTION.search(heading):
+        return False
+    asked = {w[:5] for w in _WORD.findall(question.lower())}
+    return not any(w[:5] in asked for w in _WORD.findall(heading.lower()))
+
+
+def demote_boilerplate(question: str, evidence: list[Evidence]) -> list[Evidence]:
+    """`evidence` with off-question boilerplate sections rated OFF_QUESTION_FACTOR x as high, re-sorted (stable).
+
+    The reranker's own score is scaled too, so the near-best floor and the extractive answer's choice of passage
+    read the demoted rating.
+    """
+    out = []
+    for e in evidence:
+        if off_question_section(question, e.chunk.section_path):
+            hits = dict(e.retrievers)
+            if "rerank" in hits:
+                hits["rerank"] = replace(hits["rerank"], score=hits["rerank"].score * OFF_QUESTION_FACTOR)
+            e = replace(e, score=e.score * OFF_QUESTION_FACTOR, retrievers=hits)
+        out.append(e)
+    return sorted(out, key=lambda e: -e.score)
 
 
 def evidence_items(evidence: Sequence[Evidence]) -> list[EvidenceItem]:

@@ -129,8 +129,10 @@ class ExtractiveAnswerer:
         if not chosen:  # the passages worth quoting had no sentence to quote
             return "INSUFFICIENT EVIDENCE"
         if passage:  # read as the passages say it: best passage first, each in its own order
+            # except that a line naming a dose comes before one that does not ("The choice depends on local
+            # resistance ..." opened the demo's cystitis answer, above the nitrofurantoin regimen).
             first = {c.key: i for i, c in reversed(list(enumerate(chosen)))}
-            chosen.sort(key=lambda c: (first[c.key], c.position))
+            chosen.sort(key=lambda c: (first[c.key], not _DOSE.search(c.sentence), c.position))
         lines = [f"{i}. {c.sentence} [{c.key}]" for i, c in enumerate(chosen, 1)]
         return "SUGGESTIONS:\n" + "\n".join(lines)
 

@@ -81,6 +81,7 @@ def run_retrieval_eval(args: argparse.Namespace) -> int:
             "collapse_documents": True,
             "depth": max(settings.retrieval.depth, 300),
             **({"reranker": args.reranker} if args.reranker else {}),
+            **({"rerank_prior_scale": args.rerank_prior_scale} if args.rerank_prior_scale is not None else {}),
         }
     )
     searcher = open_searcher(index_dir, settings=retrieval)  # a sharded index (--index) is evaluated the same way

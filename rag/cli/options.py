@@ -67,6 +67,13 @@ def add_reranker_options(
     if rerank_help is not None:
         parser.add_argument("--rerank", action="store_true", help=rerank_help)
     parser.add_argument("--reranker", metavar="DIR", help=reranker_help)
+    parser.add_argument(
+        "--rerank-prior-scale",
+        type=float,
+        metavar="X",
+        help="how far the reranked order leans on the fused order, in units of the reranker's learnt prior "
+        "(retrieval.rerank_prior_scale; 0: the model alone)",
+    )
     if no_rerank_help is not None:
         parser.add_argument("--no-rerank", action="store_true", default=no_rerank_default, help=no_rerank_help)
 

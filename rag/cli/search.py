@@ -44,7 +44,8 @@ def run_search(args: argparse.Namespace) -> int:
     from rag.retrieval.sharded import open_searcher
 
     filters = filters_from_arguments(args)
-    settings = RetrievalSettings(reranker=args.reranker or "default")
+    scale = {} if args.rerank_prior_scale is None else {"rerank_prior_scale": args.rerank_prior_scale}
+    settings = RetrievalSettings.model_validate({"reranker": args.reranker or "default", **scale})
     searcher = open_searcher(args.index, settings=settings, ray_address=args.ray)
     rerank = bool(args.rerank or args.reranker)
     hits = searcher.search(args.query, k=args.k, mode=args.mode, filters=filters, rerank=rerank)

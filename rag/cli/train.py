@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from rag.cli.options import add_data_option, add_limit_option, add_out_option, default_data_root
+from rag.cli.train_questions import register_questions
 from rag.cli.train_reranker import register_reranker
 from rag.training.crossencoder import add_training_arguments
 
@@ -42,6 +43,7 @@ def register(commands: Any) -> None:
     )
     verifier.set_defaults(handler=run_train_verifier)
     register_reranker(sub)
+    register_questions(sub)
 
 
 def run_train_verifier(args: argparse.Namespace) -> int:

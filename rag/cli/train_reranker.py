@@ -47,6 +47,24 @@ def register_reranker(sub: Any) -> None:
     parser.add_argument(
         "--heading-dropout", type=float, default=0.3, help="share of passages shown without headings (default 0.3)"
     )
+    parser.add_argument(
+        "--also",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("QUESTIONS", "INDEX"),
+        help="train also on a judged question set (JSONL with text, doc_id and optional evidence, e.g. from "
+        "`clinrag train questions`; or a BEIR folder) searched in its own index; repeat for more sets",
+    )
+    parser.add_argument(
+        "--exclude-docs",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="question JSONL whose doc_ids are never shown in training, as positive or negative (e.g. the NGC dev "
+        "questions, which measure unseen guidelines); repeat",
+    )
     parser.add_argument("--no-sentences", action="store_true", help="no heading + sentence groups")
     parser.add_argument("--no-prior", action="store_true", help="no learnt fused-rank prior: the model alone ranks")
     parser.add_argument(
@@ -122,7 +140,7 @@ def _mine_groups(
     """Each training question's group (its judged passage and mined hard negatives), and what the mining did."""
     from rag.training.reranker import mine_groups
 
-    return mine_groups(
+    groups, mined = mine_groups(
         searcher,
         data.train_queries,
         data.qrels,
@@ -133,6 +151,39 @@ def _mine_groups(
         sentences=not args.no_sentences,
         progress=not args.quiet,
     )
+    also = _mine_other_sets(args)
+    for extra, _ in also.values():
+        groups.extend(extra)
+    return groups, {**mined, "also": {name: stats for name, (_, stats) in also.items()}} if also else mined
+
+
+def _mine_other_sets(args: argparse.Namespace) -> dict[str, tuple[list[RankGroup], dict[str, Any]]]:
+    """The groups of each --also set, mined in its own index; no document of --exclude-docs is ever shown."""
+    from rag.core.config import RetrievalSettings
+    from rag.core.files import file_sha256
+    from rag.retrieval.search import Searcher
+    from rag.training.judged_sets import mine_judged_groups, read_judged_questions
+    from rag.training.synthetic_questions import excluded_documents
+
+    exclude = excluded_documents(args.exclude_docs)
+    out: dict[str, tuple[list[RankGroup], dict[str, Any]]] = {}
+    for questions_path, index in args.also:
+        path = Path(questions_path)
+        questions = read_judged_questions(path)
+        searcher = Searcher.load(Path(index), settings=RetrievalSettings(collapse_documents=False))
+        groups, stats = mine_judged_groups(
+            searcher,
+            questions,
+            negatives=args.negatives,
+            seed=args.seed,
+            heading_dropout=args.heading_dropout,
+            sentences=not args.no_sentences,
+            exclude=exclude,
+            progress=not args.quiet,
+        )
+        sha = file_sha256(path) if path.is_file() else "BEIR folder"
+        out[str(path)] = (groups, {**stats, "index": str(index), "sha256": sha, "questions_read": len(questions)})
+    return out
 
 
 def _train(args: argparse.Namespace, groups: list[RankGroup]) -> tuple[CrossEncoder, TrainConfig, TrainResult]:
@@ -216,6 +267,8 @@ def _training_card(
                 "paraphrase_share": args.paraphrase_share,
                 "heading_dropout": args.heading_dropout,
                 "sentence_groups": not args.no_sentences,
+                "also": [{"questions": q, "index": i} for q, i in args.also],
+                "excluded_documents_from": [str(p) for p in args.exclude_docs],
             },
         },
         budgets={"time_limit_minutes": args.time_limit, "artefact_limit_mb": 10},

@@ -126,6 +126,11 @@ class RetrievalSettings(_Strict):
     # The reranker's arithmetic. auto: bfloat16 where the CPU computes it natively (AVX512-BF16, AMX, Arm bf16:
     # ~1.8x faster here, the same order), float32 elsewhere (emulated bfloat16 is slower).
     rerank_dtype: RerankDtype = "auto"
+    # How far the reranked order leans on the fused order: the reranker's learnt fused-rank prior is multiplied by
+    # this (1: as trained; 0: the model alone; larger: the fused order overrules the model more often). The ship
+    # rule of issue 34 chose it on MedQuAD, MedicationQA, the NGC dev questions and the demo together
+    # (benchmarks/RESULTS.md, "The ship rule").
+    rerank_prior_scale: float = Field(1.0, ge=0.0, le=20.0)
 
 
 class GeneratorSettings(_Strict):

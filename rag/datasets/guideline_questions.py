@@ -10,13 +10,17 @@ such an object is reported with its file and line number; the set is refused rat
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.core.errors import ConfigError
+from rag.text.tokenize import ENGLISH_STOPWORDS
 
 REQUIRED_FIELDS = ("_id", "text", "doc_id", "evidence", "answer_terms")
+COVERAGE = 0.9  # share of a recommendation's distinct content words a passage must hold to contain it
+_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,18 @@ def _question(file: Path, number: int, line: str) -> GuidelineQuestion:
     return GuidelineQuestion(
         text["_id"], text["text"], text["doc_id"], text["evidence"], tuple(t.strip() for t in terms), str(section)
     )
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def contains_evidence(passage: str, evidence: str) -> bool:
+    """The recommendation is inside the passage: in order, or by COVERAGE of its distinct content words."""
+    wanted, held = words(evidence), words(passage)
+    if not wanted:
+        return False
+    if f" {' '.join(wanted)} " in f" {' '.join(held)} ":
+        return True
+    content = {w for w in wanted if w not in ENGLISH_STOPWORDS}
+    return bool(content) and len(content & set(held)) / len(content) >= COVERAGE

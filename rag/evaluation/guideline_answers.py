@@ -16,7 +16,6 @@ A question whose search or answer fails is recorded with its error and scores 0;
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -27,13 +26,10 @@ import numpy as np
 from rag.answering.answer import Answer
 from rag.core.errors import ClinragError
 from rag.core.types import Evidence
-from rag.datasets.guideline_questions import GuidelineQuestion
+from rag.datasets.guideline_questions import GuidelineQuestion, contains_evidence
 from rag.evaluation.answers import cited_documents
-from rag.text.tokenize import ENGLISH_STOPWORDS
 
 TOP_K = 10
-COVERAGE = 0.9  # share of a recommendation's distinct content words a passage must hold to contain it
-_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 Search = Callable[[str, bool], Sequence[Evidence]]  # (question, rerank) -> the top passages, best first
 
@@ -82,21 +78,6 @@ class GuidelineReport:
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def contains_evidence(passage: str, evidence: str) -> bool:
-    """The recommendation is inside the passage: in order, or by COVERAGE of its distinct content words."""
-    wanted, held = words(evidence), words(passage)
-    if not wanted:
-        return False
-    if f" {' '.join(wanted)} " in f" {' '.join(held)} ":
-        return True
-    content = {w for w in wanted if w not in ENGLISH_STOPWORDS}
-    return bool(content) and len(content & set(held)) / len(content) >= COVERAGE
 
 
 def terms_found(terms: Sequence[str], text: str) -> list[bool]:

@@ -39,7 +39,13 @@ class CrossEncoderReranker:
     """
 
     def __init__(
-        self, model: CrossEncoder, name: str = "cross-encoder", batch_size: int = 32, *, bf16: bool = False
+        self,
+        model: CrossEncoder,
+        name: str = "cross-encoder",
+        batch_size: int = 32,
+        *,
+        bf16: bool = False,
+        prior_scale: float = 1.0,
     ) -> None:
         if tuple(model.config.labels) != RELEVANCE_LABELS:
             raise ValueError(f"a reranker needs labels {RELEVANCE_LABELS}, this model has {model.config.labels}")
@@ -47,16 +53,20 @@ class CrossEncoderReranker:
         self.name = name
         self.batch_size = batch_size
         self.bf16 = bf16
+        # retrieval.rerank_prior_scale: how far the order leans on the fused rank, in units of the learnt prior.
+        self.prior_scale = prior_scale
 
     @classmethod
-    def load(cls, folder: str | Path, *, dtype: RerankDtype = "float32") -> CrossEncoderReranker:
+    def load(
+        cls, folder: str | Path, *, dtype: RerankDtype = "float32", prior_scale: float = 1.0
+    ) -> CrossEncoderReranker:
         from rag.core.errors import ConfigError
 
         path = Path(folder)
         model = CrossEncoder.load(path)
         bf16 = dtype == "bfloat16" or (dtype == "auto" and native_bf16())
         try:
-            return cls(model, name=f"cross-encoder:{path.name}", bf16=bf16)
+            return cls(model, name=f"cross-encoder:{path.name}", bf16=bf16, prior_scale=prior_scale)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}; give a folder written by `clinrag train reranker`") from exc
 
@@ -67,7 +77,7 @@ class CrossEncoderReranker:
         if not evidence:
             return []
         margins = self.margins([(query, passage_text(e)) for e in evidence])
-        return ordered_by(evidence, with_rank_prior(margins, self.model.config.rank_prior))
+        return ordered_by(evidence, with_rank_prior(margins, self.model.config.rank_prior * self.prior_scale))
 
     def margins(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """The model's log-odds that each passage answers its question (no prior)."""
@@ -122,7 +132,7 @@ def packaged_reranker_path() -> Path:
     return Path(str(resources.files("rag") / "data" / "rerankers" / PACKAGED_RERANKER))
 
 
-def load_reranker(value: str, *, dtype: RerankDtype = "float32") -> CrossEncoderReranker:
+def load_reranker(value: str, *, dtype: RerankDtype = "float32", prior_scale: float = 1.0) -> CrossEncoderReranker:
     """The packaged reranker for "default"; otherwise a folder written by `clinrag train reranker`. `dtype`:
     "auto" computes in bfloat16 where the CPU does so natively (retrieval.rerank_dtype)."""
     if value == "default" and not packaged_reranker_path().is_dir():
@@ -134,4 +144,4 @@ def load_reranker(value: str, *, dtype: RerankDtype = "float32") -> CrossEncoder
             "(retrieval.reranker)"
         )
     folder = packaged_reranker_path() if value == "default" else Path(value).expanduser()
-    return CrossEncoderReranker.load(folder, dtype=dtype)
+    return CrossEncoderReranker.load(folder, dtype=dtype, prior_scale=prior_scale)

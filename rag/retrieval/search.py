@@ -46,10 +46,13 @@ class RerankerOnFirstUse:
     """The reranker given, else the one `name` names (rag.retrieval.rerank.load_reranker), loaded on first use and once,
     whichever thread asks first: a searcher that never reranks never loads a model."""
 
-    def __init__(self, given: Reranker | None, name: str, dtype: RerankDtype = "float32") -> None:
+    def __init__(
+        self, given: Reranker | None, name: str, dtype: RerankDtype = "float32", prior_scale: float = 1.0
+    ) -> None:
         self._reranker = given
         self._name = name
         self._dtype = dtype
+        self._prior_scale = prior_scale
         self._lock = threading.Lock()
 
     @property
@@ -61,7 +64,7 @@ class RerankerOnFirstUse:
             if self._reranker is None:
                 from rag.retrieval.rerank import load_reranker
 
-                self._reranker = load_reranker(self._name, dtype=self._dtype)
+                self._reranker = load_reranker(self._name, dtype=self._dtype, prior_scale=self._prior_scale)
             return self._reranker
 
 
@@ -203,7 +206,9 @@ class Searcher:
         self.chunks = bundle.active_chunks
         self.metas: dict[str, DocumentMeta] = {d.doc_id: d.meta for d in bundle.documents}
         self.absorbed = absorbed_documents(bundle) if absorbed is None else absorbed
-        self._reranker = RerankerOnFirstUse(reranker, self.settings.reranker, self.settings.rerank_dtype)
+        self._reranker = RerankerOnFirstUse(
+            reranker, self.settings.reranker, self.settings.rerank_dtype, self.settings.rerank_prior_scale
+        )
         self._masks: OrderedDict[Filters, Mask | None] = OrderedDict()
         tokenizer = tokenizer_from_json(bundle.manifest["bm25"]["tokenizer"])
         compressed = bundle.manifest.get("dense", {}).get("built_kind") == "ivfpq"

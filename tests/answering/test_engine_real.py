@@ -32,3 +32,30 @@ def test_real_generator_answers_with_checked_citations(tmp_path: Path) -> None:
     assert answer.abstained or answer.suggestions
     assert all(set(s["citations"]) <= keys and s["citations"] for s in data["suggestions"])
     assert "cystitis" in " ".join(r["title"].lower() for r in data["references"])
+
+
+DEMO = [
+    ("What is the first-line treatment for uncomplicated cystitis in a non-pregnant woman?", "nitrofurantoin", None),
+    ("How should stable COPD with frequent exacerbations be treated?", "lama", None),
+    ("Which anticoagulant should be used for atrial fibrillation in a patient with a mechanical heart valve?",
+     "warfarin", "doac"),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_demo_answers_a_clinician_checks(tmp_path: Path) -> None:
+    """Issue 34's three demo answers with the default generator (and its extractive fallback), read as a clinician
+    would: cystitis names nitrofurantoin first, COPD with frequent exacerbations names LAMA + LABA, and AF with a
+    mechanical valve leads with warfarin; DOACs, where suggested, are flagged as contraindicated."""
+    index = tmp_path / "index"
+    build_index([ROOT / "corpora" / "guidelines"], index, IndexSettings())
+    engine = Engine.load(index, settings=Settings())
+    for question, first_names, flagged in DEMO:
+        answer = engine.ask(question)
+        texts = [s.text.lower() for s in answer.suggestions]
+        assert texts and first_names in texts[0], (question, texts)
+        if first_names == "lama":
+            assert "laba" in texts[0]
+        for suggestion in answer.suggestions[1:]:
+            if flagged and flagged in suggestion.text.lower() and "contraindicated" not in suggestion.text.lower():
+                assert any(f.kind == "contraindication" for f in suggestion.flags), suggestion.text

@@ -10,9 +10,8 @@ import pytest
 from indexer import build_index
 from rag.answering.engine import Engine
 from rag.core.config import IndexSettings, Settings
-from rag.datasets.guideline_questions import GuidelineQuestion
+from rag.datasets.guideline_questions import GuidelineQuestion, contains_evidence
 from rag.evaluation.guideline_answers import (
-    contains_evidence,
     evaluate_guideline_answers,
     summarize_guideline_answers,
     terms_found,

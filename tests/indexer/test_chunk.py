@@ -213,6 +213,18 @@ def test_a_grade_written_after_a_recommendation_stays_with_it(text: str, expecte
     assert sentences_of(text) == expected
 
 
+def test_table_rows_are_units_so_no_chunk_ends_inside_a_row() -> None:
+    rows = [f"| drug{i} w{i} w{i} | {i} mg daily |" for i in range(12)]
+    text = "Doses by drug:\n\n| Drug | Dose |\n| --- | --- |\n" + "\n".join(rows)
+    assert sentences_of(text) == ["Doses by drug:", "| Drug | Dose |", "| --- | --- |", *rows]
+    chunks = chunk_document(
+        make_doc(text), HashEmbedder(max_tokens=128), ChunkerSettings(max_tokens=30, overlap_tokens=0, breadcrumb=False)
+    )
+    assert len(chunks) > 2
+    for chunk in chunks:
+        assert all(line.startswith("|") and line.endswith("|") for line in chunk.text.splitlines() if "|" in line)
+
+
 def test_split_sentences_offsets_within_a_range() -> None:
     text = "Head\nOne. Two. Three."
     spans = split_sentences(text, 5, 14)

@@ -465,3 +465,17 @@ def test_file_sha256(tmp_path: Path) -> None:
     target.write_bytes(b"abc")
     assert file_sha256(target) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert ".markdown" in SUPPORTED_SUFFIXES
+
+
+def test_a_beir_folder_gives_its_corpus_not_its_questions(tmp_path: Path) -> None:
+    from indexer.load import iter_source_files
+
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (beir / name).write_text(json.dumps({"_id": "1", "text": "Aspirin for pain."}) + "\n")
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1\t1\n")
+    (tmp_path / "notes.jsonl").write_text(json.dumps({"_id": "n", "text": "Other."}) + "\n")
+    files, failures = iter_source_files([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["beir/corpus.jsonl", "notes.jsonl"]
+    assert not failures
