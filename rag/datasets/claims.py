@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Literal
 
 from rag.checking.verdict import LABELS, Label
 from rag.core.errors import ConfigError
+from rag.core.files import read_jsonl_objects
 
 Format = Literal["healthver", "scifact", "kqa-nli", "expertqa"]
 FORMATS: tuple[Format, ...] = ("healthver", "scifact", "kqa-nli", "expertqa")
@@ -131,28 +131,9 @@ def read_expertqa_pairs(path: str | Path) -> list[ClaimPair]:
     ]
 
 
-def _jsonl(path: Path, what: str) -> list[dict[str, object]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror or exc}); check the path") from exc
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: line {number} is not JSON ({exc.msg}); use the original {what}") from exc
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}: line {number} is not a JSON object; use the original {what}")
-        rows.append(row)
-    return rows
-
-
 def read_scifact_corpus(path: str | Path) -> dict[str, list[str]]:
     corpus: dict[str, list[str]] = {}
-    for row in _jsonl(Path(path), "SciFact corpus"):
+    for row in read_jsonl_objects(Path(path), "SciFact corpus"):
         abstract = row.get("abstract")
         if "doc_id" not in row or not isinstance(abstract, list):
             raise ConfigError(f"{path}: a corpus line lacks doc_id or an abstract list; use SciFact's corpus.jsonl")
@@ -174,7 +155,7 @@ def read_scifact(
     claims_path = Path(path)
     abstracts = read_scifact_corpus(Path(corpus) if corpus else claims_path.with_name("corpus.jsonl"))
     pairs: list[ClaimPair] = []
-    for row in _jsonl(claims_path, "SciFact claims"):
+    for row in read_jsonl_objects(claims_path, "SciFact claims"):
         try:
             claim, group = str(row["claim"]), f"claim-{row['id']}"
             evidence = row.get("evidence") or {}

@@ -50,6 +50,9 @@ class GuidelineRecord:
     fallback: bool
     seconds: float
     error: str | None = None
+    # What was answered, for reading misses: each suggestion, and the documents each cited reference stands for.
+    suggestions: tuple[str, ...] = ()
+    cited_documents: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def failed(cls, question_id: str, error: str) -> GuidelineRecord:
@@ -115,6 +118,8 @@ def score_question(question: GuidelineQuestion, search: Search, ask: Callable[[s
         abstained=answer.abstained,
         fallback=answer.fallback is not None,
         seconds=seconds,
+        suggestions=tuple(s.text for s in answer.suggestions),
+        cited_documents=tuple(tuple(sorted(docs)) for docs in cited),
     )
 
 

@@ -16,7 +16,6 @@ in its own index. Per question, from the hybrid retriever's top 30:
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.core.errors import ConfigError
+from rag.core.files import read_jsonl_objects
 from rag.core.types import Chunk, Evidence
 from rag.datasets.beir import load_qrels, load_queries
 from rag.datasets.guideline_questions import contains_evidence, words
@@ -47,20 +47,10 @@ def read_judged_questions(path: Path) -> list[JudgedQuestion]:
     """The questions of a JSONL file (text, doc_id, optional evidence and _id) or of a BEIR folder's dev qrels."""
     if path.is_dir():
         return _beir_questions(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the question set ({exc}); give a JSONL file or a BEIR folder") from exc
     out: list[JudgedQuestion] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{number}: not JSON ({exc.msg}); one question object a line") from exc
-        if not isinstance(row, dict) or not str(row.get("text", "")).strip() or not str(row.get("doc_id", "")):
-            raise ConfigError(f"{path}:{number}: a question needs non-empty 'text' and 'doc_id'")
+    for number, row in enumerate(read_jsonl_objects(path, "question set (JSONL, or a BEIR folder)"), start=1):
+        if not str(row.get("text", "")).strip() or not str(row.get("doc_id", "")):
+            raise ConfigError(f"{path}: question {number} needs non-empty 'text' and 'doc_id'")
         qid = str(row.get("_id") or f"{path.stem}-{number}")
         out.append(JudgedQuestion(qid, str(row["text"]), frozenset({str(row["doc_id"])}), str(row.get("evidence", ""))))
     if not out:

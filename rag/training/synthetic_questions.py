@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.core.errors import ConfigError
+from rag.core.files import read_jsonl_objects
 
 RECOMMENDATIONS_HEADING = "## major recommendations"
 _ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*+])\s+")
@@ -102,11 +103,7 @@ def excluded_documents(paths: Iterable[Path]) -> set[str]:
     """`doc_id`s of question files (JSONL) whose guidelines must never be trained on."""
     out: set[str] = set()
     for path in paths:
-        try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: cannot read the exclusion file ({exc}); give a JSONL of questions") from exc
-        out.update(str(row["doc_id"]) for row in rows if isinstance(row, dict) and row.get("doc_id"))
+        out.update(str(row["doc_id"]) for row in read_jsonl_objects(path, "exclusion file") if row.get("doc_id"))
     return out
 
 

@@ -149,7 +149,7 @@ def test_mining_takes_the_passage_holding_the_evidence_and_other_sections_as_neg
 def test_bad_question_files_name_the_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "q", "doc_id": "d"}\n{"text": ""}\n')
-    with pytest.raises(ConfigError, match=r"bad.jsonl:2: a question needs"):
+    with pytest.raises(ConfigError, match=r"bad.jsonl: question 2 needs"):
         read_judged_questions(bad)
     with pytest.raises(ConfigError, match="not a BEIR folder"):
         read_judged_questions(tmp_path)
