@@ -30,6 +30,7 @@ from rag.answering.patient import Patient
 from rag.answering.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, render
 from rag.answering.quote_completion import complete_quotes
 from rag.answering.replies import (
+    NOTHING_TO_DO_REPLY,
     UNPARSABLE_REPLY,
     UNSUPPORTED_REPLY,
     all_claims_unsupported,
@@ -37,6 +38,7 @@ from rag.answering.replies import (
     generate_reply,
     pair_scorer,
     read_generated_reply,
+    says_nothing_to_do,
 )
 from rag.answering.suggestion_check import check_suggestions, kept_and_removed
 from rag.checking.verdict import SupportJudge
@@ -152,16 +154,20 @@ class Engine:
         mark = time.perf_counter()
         answer = self._check(text, prompt, parsed, reply, fallback, patient, timings)
         timings["check"] = time.perf_counter() - mark
-        unsupported = all_claims_unsupported(answer, parsed, fallback, generated=self.generator is not None)
-        if unsupported and answer_settings.fallback_to_extractive:
+        generated = self.generator is not None
+        unsupported = all_claims_unsupported(answer, parsed, fallback, generated=generated)
+        idle = not unsupported and fallback is None and says_nothing_to_do(text, answer, generated=generated)
+        if (unsupported or idle) and answer_settings.fallback_to_extractive:
             # A small model's paraphrases can drift from what the passages say; the extractive answer quotes them.
             # The model's removed suggestions stay in the answer for audit. Timed apart from the check: it is a
             # second answer (extractive sentences embedded, then checked), not part of checking the first.
             mark = time.perf_counter()
-            fallback = UNSUPPORTED_REPLY
+            fallback = UNSUPPORTED_REPLY if unsupported else NOTHING_TO_DO_REPLY
             extractive = extractive_reply(self.extractive, text, prompt, scorer)
             second = self._check(text, prompt, extractive, reply, fallback, patient, timings)
-            answer = replace(second, removed_suggestions=answer.removed_suggestions + second.removed_suggestions)
+            # The model's suggestions stay for audit: those the check removed, and those that said nothing to do.
+            audit = answer.removed_suggestions + (answer.suggestions if idle else ())
+            answer = replace(second, removed_suggestions=audit + second.removed_suggestions)
             timings["fallback"] = time.perf_counter() - mark
         answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens)
         timings["total"] = time.perf_counter() - started

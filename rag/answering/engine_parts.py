@@ -36,7 +36,9 @@ def load_engine_parts(
     reranker: Reranker | None,
 ) -> EngineParts:
     """The parts given, and the ones `settings` name loaded (see `Engine.load`)."""
-    searcher = Searcher.load(index_dir, embedder, settings.retrieval, reranker)
+    # The engine's reranked order is the answer's (answer.rerank_prior_scale), not a ranked list's.
+    retrieval = settings.retrieval.model_copy(update={"rerank_prior_scale": settings.answer.rerank_prior_scale})
+    searcher = Searcher.load(index_dir, embedder, retrieval, reranker)
     query_embedder = searcher.query_embedder
     chosen = generator if isinstance(generator, GeneratorSettings) else settings.generator
     if generator is None or isinstance(generator, GeneratorSettings):

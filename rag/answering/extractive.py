@@ -212,6 +212,19 @@ def _passage_scores(question: str, ranked: Sequence[EvidenceItem], scorer: PairS
     return [hit.score if hit is not None else next(fresh) for hit in hits]
 
 
+# A sentence that defers the choice instead of making it: true and quotable, but no answer to "what should I give?".
+_DEFERS = re.compile(
+    r"\b(depends on|depend on|is based on|should be individuali[sz]ed|varies|vary with|choice of|"
+    r"this (?:summary|guideline|document)|discuss(?:ed|ion)? with)\b",
+    re.IGNORECASE,
+)
+
+
+def defers_the_choice(text: str) -> bool:
+    """The text defers the choice ("The choice depends on local resistance ...") and names no dose."""
+    return bool(_DEFERS.search(text)) and not _DOSE.search(text)
+
+
 def _kind_bonus(heading: str, sentence: str) -> float:
     # Suggestions should say what to do: a dose or an action word counts for it; a sentence about the
     # document itself ("This summary follows the 2024 report") restates the question's words but answers nothing.

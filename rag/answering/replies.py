@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from rag.answering.answer import Answer
 from rag.answering.citations import ParsedReply, parse_reply
-from rag.answering.extractive import ExtractiveAnswerer
+from rag.answering.extractive import ExtractiveAnswerer, defers_the_choice
 from rag.answering.prompts import PromptTemplate, RenderedPrompt
 from rag.answering.selection import read_reply
 from rag.core.config import Settings
@@ -15,6 +17,13 @@ from rag.retrieval.search import Searcher
 # Why the extractive answer replaced a model's reply after it was read (Answer.fallback).
 UNPARSABLE_REPLY = "the model's reply had no cited suggestion the engine could parse"
 UNSUPPORTED_REPLY = "no suggestion in the model's reply was supported by the evidence it cites"
+NOTHING_TO_DO_REPLY = "the question asks what to do and every suggestion of the model defers the choice"
+# A question about what to do: treatment, drugs, doses, regimens.
+_ASKS_WHAT_TO_DO = re.compile(
+    r"\b(treat\w*|therap\w*|manag\w*|drugs?|medications?|medicines?|doses?|dosage|first[- ]line|prescri\w*|"
+    r"antibiotics?|regimens?|anticoagula\w*|which .* (?:should|to) (?:be )?(?:used|given|start\w*))\b",
+    re.IGNORECASE,
+)
 
 
 def pair_scorer(searcher: Searcher) -> PairScorer | None:
@@ -71,6 +80,17 @@ def extractive_reply(
 ) -> ParsedReply:
     """The extractive answer over the prompt's passages, read as a reply."""
     return parse_reply(extractive.answer(question, prompt.evidence, scorer))
+
+
+def says_nothing_to_do(question: str, answer: Answer, *, generated: bool) -> bool:
+    """A model answered a what-to-do question only with sentences that defer the choice (no dose, "depends on").
+
+    The small default model quoted only "The choice depends on local resistance, allergy history ..." for the
+    demo's cystitis question: true, cited and supported, and no answer; the extractive answer quotes the regimen.
+    """
+    if not generated or not answer.suggestions or not _ASKS_WHAT_TO_DO.search(question):
+        return False
+    return all(defers_the_choice(s.text) for s in answer.suggestions)
 
 
 def all_claims_unsupported(answer: Answer, parsed: ParsedReply, fallback: str | None, *, generated: bool) -> bool:

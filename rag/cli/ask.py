@@ -73,7 +73,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         "answer.support_checker": args.support_checker,
         "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
         "retrieval.reranker": args.reranker,
-        "retrieval.rerank_prior_scale": args.rerank_prior_scale,
+        "answer.rerank_prior_scale": args.rerank_prior_scale,
     }
     return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})
 

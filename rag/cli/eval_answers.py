@@ -110,7 +110,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "answer.template": args.template,
         "answer.rerank": False if args.no_rerank else (True if args.reranker else None),
         "retrieval.reranker": args.reranker,
-        "retrieval.rerank_prior_scale": args.rerank_prior_scale,
+        "answer.rerank_prior_scale": args.rerank_prior_scale,
         "answer.log_file": None,
     }
     return with_overrides(settings, {k: v for k, v in overrides.items() if v is not None})

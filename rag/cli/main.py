@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from rag.cli.options import EXIT_USAGE
 from rag.core.errors import ClinragError
 from rag.core.version import __version__
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except ClinragError as exc:
         print(f"clinrag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:  # a setting given on the command line that its settings type refuses
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"clinrag: error: {problems}; see `clinrag COMMAND --help` for the allowed values", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(

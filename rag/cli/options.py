@@ -72,7 +72,8 @@ def add_reranker_options(
         type=float,
         metavar="X",
         help="how far the reranked order leans on the fused order, in units of the reranker's learnt prior "
-        "(retrieval.rerank_prior_scale; 0: the model alone)",
+        "(ask, eval answers: answer.rerank_prior_scale, default 1; search, eval retrieval: "
+        "retrieval.rerank_prior_scale, default 3; 0: the model alone)",
     )
     if no_rerank_help is not None:
         parser.add_argument("--no-rerank", action="store_true", default=no_rerank_default, help=no_rerank_help)

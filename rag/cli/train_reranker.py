@@ -115,6 +115,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
     if args.epochs <= 0 or args.batch_size < 1 or args.lr <= 0 or args.negatives < 1 or args.queries < 1:
         raise ConfigError("--epochs, --lr, --negatives and --queries must be > 0 and --batch-size >= 1")
+    # Checked before an hour of mining and training, not after.
+    for questions, index in args.also:
+        if not Path(questions).exists():
+            raise ConfigError(f"{questions}: no such question set; give a JSONL file or a BEIR folder to --also")
+        if not (Path(index) / "manifest.json").exists():
+            raise ConfigError(f"{index}: not an index; build one with `clinrag index build SOURCES --out {index}`")
+    for path in args.exclude_docs:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such file; --exclude-docs takes a question JSONL")
 
 
 def _load_data(args: argparse.Namespace) -> RerankerData:

@@ -27,6 +27,10 @@ GRADE_ALONE = re.compile(
     re.IGNORECASE,
 )
 
+# A bold label with at most a pointer elsewhere, "**Treatment** (see Figure 1 in the original guideline document)":
+# a heading written as text, which says nothing to quote (NGC answers once quoted it as a suggestion).
+LABEL_ONLY = re.compile(r"^[*_]{2}[^*_]{1,80}[*_]{2}[:.]?\s*(?:\((?:see|refer to)\b[^()]*\))?\.?$", re.IGNORECASE)
+
 
 class Piece(NamedTuple):
     heading: str
@@ -120,5 +124,7 @@ def _keep(out: list[tuple[Piece, bool]], heading: str, sentence: str, list_id: i
         (previous, quotable) = out[-1]
         out[-1] = (previous._replace(sentence=f"{previous.sentence} {sentence}"), quotable)
     elif sentence:
-        quotable = MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":")
+        quotable = (
+            MIN_CHARS <= len(sentence) <= MAX_CHARS and not sentence.endswith(":") and not LABEL_ONLY.match(sentence)
+        )
         out.append((Piece(heading, sentence, list_id), quotable))

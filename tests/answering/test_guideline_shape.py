@@ -5,6 +5,7 @@ hedge that introduces it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from rag.answering.answer import Suggestion
 from rag.answering.contraindications import contraindicated_last, contraindications
@@ -103,3 +104,30 @@ def test_a_regimen_comes_before_the_hedge_that_opens_its_passage() -> None:
     reply = ExtractiveAnswerer().answer("first-line treatment of cystitis?", [item("E1", text)], scorer=FlatScorer())
     lines = reply.splitlines()[1:]
     assert lines[0].startswith("1. Nitrofurantoin") and "choice depends" in lines[1]
+
+
+def test_a_model_answer_that_says_nothing_to_do_falls_back_to_the_quoted_regimen(tmp_path: Path) -> None:
+    from indexer import build_index
+    from rag.answering.engine import Engine
+    from rag.answering.replies import NOTHING_TO_DO_REPLY
+    from rag.core.config import IndexSettings, Settings
+    from rag.testing import HashEmbedder, LexicalReranker, ScriptedGenerator
+
+    folder = tmp_path / "guidelines"
+    folder.mkdir()
+    (folder / "cystitis.md").write_text(
+        "# Cystitis\n\n## First-line treatment\n\nThe choice depends on local resistance and allergy history. "
+        "Nitrofurantoin 100 mg twice daily for 5 days is first-line for cystitis in women.\n"
+    )
+    embedder = HashEmbedder(dim=32, max_tokens=64)
+    build_index([folder], tmp_path / "index", IndexSettings(), embedder=embedder, progress=False)
+    settings = Settings.model_validate({"answer": {"min_evidence_score": -1.0, "support_checker": "calibrated"}})
+    hedge = "SUGGESTIONS:\n1. The choice depends on local resistance and allergy history. [E1]"
+    engine = Engine.load(tmp_path / "index", settings=settings, generator=ScriptedGenerator(lambda _: hedge),
+                         embedder=embedder, reranker=LexicalReranker())  # fmt: skip
+    answer = engine.ask("What is the first-line treatment for cystitis?")
+    assert answer.fallback == NOTHING_TO_DO_REPLY
+    assert any("Nitrofurantoin" in s.text for s in answer.suggestions)
+    assert any("choice depends" in s.text for s in answer.removed_suggestions)  # kept for audit
+    background = engine.ask("What causes cystitis?")  # not a what-to-do question: the model's answer stands
+    assert background.fallback is None

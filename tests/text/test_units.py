@@ -36,3 +36,14 @@ def test_a_grade_after_a_heading_or_first_stays_context_and_plain_text_is_unchan
     assert [s for _, s in evidence_units(plain)] == [
         "(A higher than normal blood sugar level is a risk factor for heart disease.)"
     ]
+
+
+def test_a_bold_label_with_a_pointer_elsewhere_is_context_not_a_unit() -> None:
+    text = (
+        "**Treatment** (see Figure 1 in the original guideline document)\n\n"
+        "**Antibiotics**: amoxicillin is recommended for 10 days in children with acute sinusitis."
+    )
+    assert evidence_lines(text)[0] == ("**Treatment** (see Figure 1 in the original guideline document)", False)
+    assert [s for _, s in evidence_units(text)] == [
+        "**Antibiotics**: amoxicillin is recommended for 10 days in children with acute sinusitis."
+    ]

@@ -153,3 +153,18 @@ def test_bad_question_files_name_the_line(tmp_path: Path) -> None:
         read_judged_questions(bad)
     with pytest.raises(ConfigError, match="not a BEIR folder"):
         read_judged_questions(tmp_path)
+
+
+def test_bad_training_sets_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rag.cli.main import main
+
+    base = ["train", "reranker", "--out", str(tmp_path / "out"), "--index", str(tmp_path), "--quiet"]
+    assert main([*base, "--also", str(tmp_path / "missing.jsonl"), str(tmp_path)]) == 2
+    assert "no such question set" in capsys.readouterr().err
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"text": "q", "doc_id": "d"}) + "\n")
+    assert main([*base, "--also", str(questions), str(tmp_path / "no-index")]) == 2
+    assert "not an index" in capsys.readouterr().err
+    assert main(["train", "questions", "--out", str(tmp_path / "x.jsonl"), "--guidelines", str(tmp_path / "no")]) == 2
+    assert main(["search", "q", "--index", str(tmp_path), "--rerank-prior-scale", "-1"]) == 2
+    assert "rerank_prior_scale" in capsys.readouterr().err
