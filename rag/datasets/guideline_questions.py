@@ -94,5 +94,10 @@ def contains_evidence(passage: str, evidence: str) -> bool:
         return False
     if f" {' '.join(wanted)} " in f" {' '.join(held)} ":
         return True
-    content = {w for w in wanted if w not in ENGLISH_STOPWORDS}
-    return bool(content) and len(content & set(held)) / len(content) >= COVERAGE
+    return evidence_share(passage, evidence) >= COVERAGE
+
+
+def evidence_share(text: str, evidence: str) -> float:
+    """Share of the evidence's distinct content words (stop words aside) that `text` holds; 0 when it has none."""
+    wanted = {w for w in words(evidence) if w not in ENGLISH_STOPWORDS}
+    return len(wanted & set(words(text))) / len(wanted) if wanted else 0.0

@@ -27,12 +27,10 @@ from rag.core.errors import ConfigError
 from rag.core.files import read_jsonl_objects
 from rag.core.types import Chunk, Evidence
 from rag.datasets.beir import load_qrels, load_queries
-from rag.datasets.guideline_questions import contains_evidence, words
+from rag.datasets.guideline_questions import contains_evidence, evidence_share
 from rag.retrieval.search import Searcher
-from rag.text.tokenize import ENGLISH_STOPWORDS
-from rag.text.units import evidence_units
 from rag.training.listwise import RankGroup
-from rag.training.reranker import MINING_DEPTH, same_heading
+from rag.training.reranker import MINING_DEPTH, chunk_units, is_relevant, pick_negatives, same_heading
 
 
 @dataclass(frozen=True)
@@ -70,20 +68,10 @@ def _beir_questions(folder: Path) -> list[JudgedQuestion]:
     ]
 
 
-def evidence_share(text: str, evidence: str) -> float:
-    """Share of the evidence's distinct content words that `text` holds."""
-    wanted = {w for w in words(evidence) if w not in ENGLISH_STOPWORDS}
-    return len(wanted & set(words(text))) / len(wanted) if wanted else 0.0
-
-
-def _units(chunk: Chunk) -> list[str]:
-    units = evidence_units(chunk.text, chunk.section_path[-1] if chunk.section_path else "")
-    return [f"{heading}: {sentence}" if heading else sentence for heading, sentence in units]
-
-
 def _is_positive(question: JudgedQuestion, evidence: Evidence) -> bool:
-    in_doc = evidence.chunk.doc_id in question.doc_ids or bool(question.doc_ids.intersection(evidence.also_in))
-    return in_doc and (not question.evidence or contains_evidence(evidence.chunk.text, question.evidence))
+    return is_relevant(evidence, question.doc_ids) and (
+        not question.evidence or contains_evidence(evidence.chunk.text, question.evidence)
+    )
 
 
 def _is_excluded_negative(question: JudgedQuestion, evidence: Evidence, exclude: set[str]) -> bool:
@@ -91,12 +79,12 @@ def _is_excluded_negative(question: JudgedQuestion, evidence: Evidence, exclude:
         return True
     if question.evidence:
         return contains_evidence(evidence.chunk.text, question.evidence)
-    return evidence.chunk.doc_id in question.doc_ids or bool(question.doc_ids.intersection(evidence.also_in))
+    return is_relevant(evidence, question.doc_ids)
 
 
 def sentence_group(question: JudgedQuestion, positive: Chunk, negatives: Sequence[Chunk]) -> RankGroup | None:
     """The positive's best unit for the evidence against its other units and units of the first negatives."""
-    units = _units(positive)
+    units = chunk_units(positive)
     if not units:
         return None
     if question.evidence:
@@ -108,7 +96,7 @@ def sentence_group(question: JudgedQuestion, positive: Chunk, negatives: Sequenc
     else:
         best, bad = 0, []
     for chunk in negatives[:3]:
-        bad.extend(_units(chunk)[:1])
+        bad.extend(chunk_units(chunk)[:1])
     bad = bad[:4]
     return RankGroup(question.text, (units[best], *bad), (None,) * (1 + len(bad))) if bad else None
 
@@ -151,7 +139,7 @@ def mine_judged_groups(
         if not misses:
             stats["skipped_no_negative"] += 1
             continue
-        chosen = sorted(misses[:3] + rng.sample(misses[3:], min(max(negatives - 3, 0), len(misses[3:]))))
+        chosen = pick_negatives(misses, negatives, rng)
         groups.append(RankGroup(question.text, (shown(positive), *(shown(c) for _, c in chosen)),
                                 (rank, *(i for i, _ in chosen))))  # fmt: skip
         stats["queries"] += 1

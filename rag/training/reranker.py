@@ -129,8 +129,20 @@ def same_heading(chunk: Chunk, other: Chunk) -> bool:
     return bool(chunk.breadcrumb) and chunk.breadcrumb.casefold() == other.breadcrumb.casefold()
 
 
-def is_relevant(evidence: Evidence, judged: set[str]) -> bool:
+def is_relevant(evidence: Evidence, judged: set[str] | frozenset[str]) -> bool:
     return evidence.chunk.doc_id in judged or bool(judged.intersection(evidence.also_in))
+
+
+def chunk_units(chunk: Chunk) -> list[str]:
+    """The chunk's quotable units as the reranker reads them: "heading: sentence" (the sentence alone without one)."""
+    units = evidence_units(chunk.text, chunk.section_path[-1] if chunk.section_path else "")
+    return [f"{heading}: {sentence}" if heading else sentence for heading, sentence in units]
+
+
+def pick_negatives(misses: list[tuple[int, Chunk]], negatives: int, rng: random.Random) -> list[tuple[int, Chunk]]:
+    """Up to `negatives` of the (fused rank, chunk) misses: the top three and the rest drawn at random, by rank."""
+    chosen = misses[:3] + rng.sample(misses[3:], min(max(negatives - 3, 0), len(misses[3:])))
+    return sorted(chosen[:negatives])
 
 
 def mine_groups(
@@ -157,11 +169,8 @@ def mine_groups(
         return chunk.text if rng.random() < heading_dropout else chunk.indexed_text
 
     def sentence_of(chunk: Chunk) -> str | None:
-        units = evidence_units(chunk.text, chunk.section_path[-1] if chunk.section_path else "")
-        if not units:
-            return None
-        heading, sentence = rng.choice(units)
-        return f"{heading}: {sentence}" if heading else sentence
+        units = chunk_units(chunk)
+        return rng.choice(units) if units else None
 
     for query in tqdm(queries, desc="mining", unit="query", disable=not progress, dynamic_ncols=True):
         judged = {doc for doc, grade in qrels.get(query.query_id, {}).items() if grade > 0}
@@ -183,8 +192,7 @@ def mine_groups(
         if not misses:
             stats["skipped_no_negative"] += 1
             continue
-        chosen = misses[:3] + rng.sample(misses[3:], min(max(negatives - 3, 0), len(misses[3:])))
-        chosen = sorted(chosen[:negatives])
+        chosen = pick_negatives(misses, negatives, rng)
         passages = (shown(positive), *(shown(chunk) for _, chunk in chosen))
         groups.append(RankGroup(text, passages, (rank, *(i for i, _ in chosen))))
         stats["queries"] += 1
