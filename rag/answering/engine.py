@@ -24,7 +24,14 @@ from rag.answering.answer_assembly import abstention, checked_answer
 from rag.answering.citations import ParsedReply, attribute_quotes
 from rag.answering.contraindications import contraindicated_last
 from rag.answering.engine_parts import load_engine_parts
-from rag.answering.evidence_policy import demote_boilerplate, evidence_items, rated_near_best, weak_retrieval
+from rag.answering.evidence_policy import (
+    RERANKED,
+    demote_boilerplate,
+    evidence_items,
+    rated_near_best,
+    reranker_unsure,
+    weak_retrieval,
+)
 from rag.answering.extractive import ExtractiveAnswerer
 from rag.answering.patient import Patient
 from rag.answering.prompts import EvidenceItem, PromptTemplate, RenderedPrompt, render
@@ -53,6 +60,8 @@ from rag.retrieval.search import Searcher, clean_query
 from rag.text.privacy import scrub
 
 MAX_QUESTION_WORDS = 300
+# Passages fetched beyond evidence_k, so that boilerplate sections rated down leave room for ones that answer.
+EXTRA_PASSAGES = 3
 
 
 class Engine:
@@ -130,14 +139,13 @@ class Engine:
         if patient is not None and answer_settings.expand_query_with_patient:
             query = " ".join([text, *patient.query_terms()])
         searcher = self.searcher
-        evidence = searcher.search(query, k=answer_settings.evidence_k, filters=filters, rerank=answer_settings.rerank)
+        evidence, ranking = self._retrieve(searcher, text, query, filters)
         timings["retrieve"] = time.perf_counter() - started
 
         weak = weak_retrieval(evidence, answer_settings.min_evidence_score)
         if weak:
-            return self._abstain(text, weak, evidence_items(evidence), timings, started)
+            return replace(self._abstain(text, weak, evidence_items(evidence), timings, started), ranking=ranking)
 
-        evidence = demote_boilerplate(text, evidence)
         if self.generator is not None:
             evidence = rated_near_best(
                 evidence, max(answer_settings.passage_floor, answer_settings.model_passage_floor)
@@ -147,7 +155,7 @@ class Engine:
         timings["prompt"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        scorer = pair_scorer(searcher) if answer_settings.rerank else None
+        scorer = pair_scorer(searcher) if ranking == RERANKED else None
         parsed, reply, fallback, new_tokens = self._reply(text, prompt, scorer)
         timings["generate"] = time.perf_counter() - mark
 
@@ -169,7 +177,7 @@ class Engine:
             audit = answer.removed_suggestions + (answer.suggestions if idle else ())
             answer = replace(second, removed_suggestions=audit + second.removed_suggestions)
             timings["fallback"] = time.perf_counter() - mark
-        answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens)
+        answer = replace(answer, prompt_tokens=prompt.prompt_tokens, new_tokens=new_tokens, ranking=ranking)
         timings["total"] = time.perf_counter() - started
         self._log(answer, patient)
         return answer
@@ -192,6 +200,29 @@ class Engine:
         return answers
 
     # ------------------------------------------------------------------------------------------------ steps
+
+    def _retrieve(
+        self, searcher: Searcher, question: str, query: str, filters: Filters | None
+    ) -> tuple[list[Evidence], str]:
+        """The passages an answer rests on, and the order that chose them (`RERANKED` or why it is the fused one).
+
+        A few more than `evidence_k` are fetched so that boilerplate sections, rated down, make room for passages
+        that say what to do. Where the reranker is unsure of every passage, the fused order chooses the extractive
+        answer's passages instead. A model generator is shown the reranked ones whatever the reranker's confidence:
+        the packaged 135M, shown the fused passages, fell back more often and lost the demo's COPD answer.
+        """
+        answer_settings = self.settings.answer
+        k = answer_settings.evidence_k + EXTRA_PASSAGES
+        found = searcher.search(query, k=k, filters=filters, rerank=answer_settings.rerank)
+        evidence = demote_boilerplate(question, found)
+        if not answer_settings.rerank:
+            return evidence[: answer_settings.evidence_k], "fused: reranking is off"
+        gate = answer_settings.rerank_min_confidence if self.generator is None else 0.0
+        unsure = reranker_unsure(evidence, gate)
+        if unsure is None:
+            return evidence[: answer_settings.evidence_k], RERANKED
+        fused = demote_boilerplate(question, searcher.search(query, k=k, filters=filters, rerank=False))
+        return fused[: answer_settings.evidence_k], f"fused: {unsure}"
 
     def _render(self, question: str, evidence: Sequence[Evidence], patient: Patient | None) -> RenderedPrompt:
         answer_settings = self.settings.answer

@@ -11,10 +11,12 @@ from rag.core.types import Evidence
 
 # Sections that describe a guideline, or send the patient elsewhere, rather than say what to do: quoted first
 # they answer nothing a treatment question asked (the demo's COPD answer quoted "When to refer"; NGC answers
-# quoted objectives, sources and web resources). They still answer a question that names them.
+# quoted objectives, sources, web resources, the interventions a guideline considered and the conditions it
+# covers). They still answer a question that names them.
 _BOILERPLATE_SECTION = re.compile(
     r"\b(when to refer|referral|refer|sources?|references?|bibliography|methods?|methodology|objectives?|"
     r"target population|intended users|rating scheme|guideline category|clinical specialty|outcomes considered|"
+    r"interventions and practices considered|disease/conditions?|conditions? addressed|clinical algorithms?|"
     r"qualifying statements|disclaimer|funding|financial disclosures?|guideline status|availability|companion "
     r"documents|patient resources|resources|description of|implementation|scope|key words|acknowledg\w+)\b",
     re.I,
@@ -24,12 +26,18 @@ OFF_QUESTION_FACTOR = 0.5
 
 
 def off_question_section(question: str, section_path: Sequence[str]) -> bool:
-    """The passage's own heading is boilerplate (sources, methods, referral, ...) that the question does not ask."""
+    """The passage's own heading is boilerplate (sources, methods, referral, ...) that the question does not ask.
+
+    A question asks a section when it holds every word of its heading (four letters or more, compared on their
+    first five): "When should I refer ...?" asks "When to refer"; a question that only mentions a disease does
+    not ask "Disease/Condition(s)".
+    """
     heading = section_path[-1] if section_path else ""
     if not _BOILERPLATE_SECTION.search(heading):
         return False
     asked = {w[:5] for w in _WORD.findall(question.lower())}
-    return not any(w[:5] in asked for w in _WORD.findall(heading.lower()))
+    named = {w[:5] for w in _WORD.findall(heading.lower())}
+    return not named or not named <= asked
 
 
 def demote_boilerplate(question: str, evidence: list[Evidence]) -> list[Evidence]:
@@ -47,6 +55,22 @@ def demote_boilerplate(question: str, evidence: list[Evidence]) -> list[Evidence
             e = replace(e, score=e.score * OFF_QUESTION_FACTOR, retrievers=hits)
         out.append(e)
     return sorted(out, key=lambda e: -e.score)
+
+
+RERANKED = "reranked"
+
+
+def reranker_unsure(evidence: Sequence[Evidence], min_confidence: float) -> str | None:
+    """Why the reranked order should not choose the passages (its best is rated below `min_confidence`), or None.
+
+    A reranker trained on one kind of question rates passages of another kind all near zero, and its order among
+    them is noise: on NGC guideline questions the packaged one's best passage was rated below 0.1 for 67 of 88,
+    and the fused order answered those better (benchmarks/RESULTS.md, issue 34).
+    """
+    rated = [e.retrievers["rerank"].score for e in evidence if "rerank" in e.retrievers]
+    if not rated or max(rated) >= min_confidence:
+        return None
+    return f"the reranker is unsure of every passage (best {max(rated):.3f} < {min_confidence:g})"
 
 
 def evidence_items(evidence: Sequence[Evidence]) -> list[EvidenceItem]:

@@ -204,7 +204,8 @@ def _run_questions(args: argparse.Namespace, settings: Any) -> int:
             f"(reranked {report.evidence_recall_at_10_reranked:.3f})\n"
             f"hit {report.hit_rate:.3f}  cited precision {report.cited_precision:.3f}  answer-term recall "
             f"{report.answer_term_recall:.3f}  all terms {report.all_terms_rate:.3f}\n"
-            f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
+            f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  "
+            f"on the fused order {report.fused_order_rate:.3f}  errors {report.errors}  "
             f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
         )
     _warn_errors(report.errors)

@@ -228,6 +228,10 @@ class AnswerSettings(_Strict):
     # the demo's cystitis answer quoted the guideline's Source section at 1.5 and 2): an answer needs the passage
     # that holds the recommendation first, not the right document order.
     rerank_prior_scale: float = Field(1.0, ge=0.0, le=20.0)
+    # With reranking and the extractive generator: when the reranker rates every passage below this probability,
+    # the fused order chooses the passages (and the sentences are chosen without it); the answer's "ranking" says
+    # so. A model generator is shown the reranked passages regardless (see Engine._retrieve).
+    rerank_min_confidence: float = Field(0.1, ge=0.0, le=1.0)
     # With reranking: passages rated below this share of the best one's probability are neither shown to a model
     # nor quoted by the extractive answer (they are about something else; 0: keep all). 0.5 chosen on treatment
     # questions 140-239 for the extractive answer; a model gets the same since issue 15/16 (benchmarks/RESULTS.md).

@@ -53,6 +53,7 @@ class GuidelineRecord:
     # What was answered, for reading misses: each suggestion, and the documents each cited reference stands for.
     suggestions: tuple[str, ...] = ()
     cited_documents: tuple[tuple[str, ...], ...] = ()
+    ranking: str = ""  # the order that chose the answer's passages (Answer.ranking)
 
     @classmethod
     def failed(cls, question_id: str, error: str) -> GuidelineRecord:
@@ -75,6 +76,7 @@ class GuidelineReport:
     all_terms_rate: float
     abstention_rate: float
     fallback_rate: float
+    fused_order_rate: float  # answers whose passages the fused order chose (reranking off, or the reranker unsure)
     seconds_p50: float
     seconds_p95: float
     errors: int
@@ -120,6 +122,7 @@ def score_question(question: GuidelineQuestion, search: Search, ask: Callable[[s
         seconds=seconds,
         suggestions=tuple(s.text for s in answer.suggestions),
         cited_documents=tuple(tuple(sorted(docs)) for docs in cited),
+        ranking=answer.ranking,
     )
 
 
@@ -159,6 +162,7 @@ def summarize_guideline_answers(records: Iterable[GuidelineRecord]) -> Guideline
         all_terms_rate=sum(r.all_terms for r in rows) / n,
         abstention_rate=sum(r.abstained for r in rows) / n,
         fallback_rate=sum(r.fallback for r in rows) / n,
+        fused_order_rate=sum(r.ranking.startswith("fused") for r in rows) / n,
         seconds_p50=float(np.percentile(seconds, 50)),
         seconds_p95=float(np.percentile(seconds, 95)),
         errors=sum(r.error is not None for r in rows),

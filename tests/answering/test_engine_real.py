@@ -36,7 +36,9 @@ def test_real_generator_answers_with_checked_citations(tmp_path: Path) -> None:
 
 DEMO = [
     ("What is the first-line treatment for uncomplicated cystitis in a non-pregnant woman?", "nitrofurantoin", None),
-    ("How should stable COPD with frequent exacerbations be treated?", "lama", None),
+    # The recommendation itself, not a sentence that merely names both ("A LABA+ICS combination without a LAMA is
+    # not encouraged" names them and recommends neither).
+    ("How should stable COPD with frequent exacerbations be treated?", "laba+lama", None),
     ("Which anticoagulant should be used for atrial fibrillation in a patient with a mechanical heart valve?",
      "warfarin", "doac"),
 ]  # fmt: skip
@@ -54,8 +56,6 @@ def test_the_demo_answers_a_clinician_checks(tmp_path: Path) -> None:
         answer = engine.ask(question)
         texts = [s.text.lower() for s in answer.suggestions]
         assert texts and first_names in texts[0], (question, texts)
-        if first_names == "lama":
-            assert "laba" in texts[0]
         for suggestion in answer.suggestions[1:]:
             if flagged and flagged in suggestion.text.lower() and "contraindicated" not in suggestion.text.lower():
                 assert any(f.kind == "contraindication" for f in suggestion.flags), suggestion.text

@@ -131,3 +131,14 @@ def test_a_model_answer_that_says_nothing_to_do_falls_back_to_the_quoted_regimen
     assert any("choice depends" in s.text for s in answer.removed_suggestions)  # kept for audit
     background = engine.ask("What causes cystitis?")  # not a what-to-do question: the model's answer stands
     assert background.fallback is None
+
+
+def test_sections_that_describe_a_guideline_are_off_question_unless_every_heading_word_is_asked() -> None:
+    treat = "Which antibiotic for a child's sinusitis, and for what condition is it first line?"
+    assert off_question_section(treat, ("Disease/Condition(s)",))  # "condition" alone does not ask for it
+    assert off_question_section(treat, ("Interventions and Practices Considered",))
+    assert off_question_section(treat, ("Clinical Algorithm(s)",))
+    assert not off_question_section(treat, ("Major Recommendations", "Antibiotic Therapy"))
+    assert not off_question_section(
+        "Which interventions and practices were considered?", ("Interventions and Practices Considered",)
+    )

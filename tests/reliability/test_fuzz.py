@@ -528,7 +528,7 @@ def test_hostile_documents_cannot_create_citations_end_to_end(tmp_path: Path) ->
     assert set(record) == {
         "format_version", "question", "abstained", "abstention_reason", "suggestions", "references",
         "dropped_citations", "removed_suggestions", "generator", "template", "fallback", "timings_ms", "usage",
-        "raw_output",
+        "ranking", "raw_output",
     }  # fmt: skip
     # "INSUFFICIENT EVIDENCE" and "SUGGESTIONS:" inside passages neither make the engine abstain nor add items.
     assert not answer.abstained and len(answer.suggestions) + len(answer.removed_suggestions) == len(shown)
