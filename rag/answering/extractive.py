@@ -22,7 +22,7 @@ from rag.answering.prompts import EvidenceItem
 from rag.models.embed import Embedder
 from rag.retrieval.protocols import PairScorer
 from rag.retrieval.rerank import passage_text
-from rag.text.tokenize import ENGLISH_STOPWORDS
+from rag.text.tokenize import content_word_share
 from rag.text.units import evidence_pieces
 
 # Words of sentences that recommend an action; they break ties toward "what to do" over background.
@@ -31,7 +31,6 @@ _ACTION = re.compile(
     r"prescrib\w*|manage\w*|start\w*|initiat\w*|consider\w*|avoid\w*|indicated|regimen|medication\w*)\b",
     re.IGNORECASE,
 )
-_WORDS = re.compile(r"[a-z0-9]+")
 _DOSE = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|g|ml|units?|IU|mmol)\b", re.IGNORECASE)
 # A sentence about the document itself ("This summary follows the 2024 report of ...") answers no clinical
 # question; rated down by more than a passage's place costs (0.2 each without a reranker, up to 0.4 among three),
@@ -194,7 +193,7 @@ class ExtractiveAnswerer:
         (issue 34, benchmarks/RESULTS.md). Without a scorer the two others are averaged (0..1), which keeps the
         rank penalty and kind bonus at the weights they were tuned with.
         """
-        signals = [[content_overlap(question, unit) for unit in units]]
+        signals = [[content_word_share(unit, question) for unit in units]]
         if self.embedder is not None:
             vectors = self.embedder.embed([question, *units])
             signals.append([float(v) for v in vectors[1:] @ vectors[0]])
@@ -202,12 +201,6 @@ class ExtractiveAnswerer:
             signals.append(scorer.score([(question, unit) for unit in units]))
         total = np.sum([rank_shares(signal) for signal in signals], axis=0)
         return [float(v) for v in (total if scorer is not None else total / len(signals))]
-
-
-def content_overlap(question: str, text: str) -> float:
-    """The share of the question's distinct content words (stop words aside) that `text` holds."""
-    wanted = {w for w in _WORDS.findall(question.lower()) if w not in ENGLISH_STOPWORDS}
-    return len(wanted & set(_WORDS.findall(text.lower()))) / (len(wanted) or 1)
 
 
 def rank_shares(values: Sequence[float]) -> np.ndarray:

@@ -10,17 +10,15 @@ such an object is reported with its file and line number; the set is refused rat
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.core.errors import ConfigError
-from rag.text.tokenize import ENGLISH_STOPWORDS
+from rag.text.tokenize import content_word_share, plain_words
 
 REQUIRED_FIELDS = ("_id", "text", "doc_id", "evidence", "answer_terms")
 COVERAGE = 0.9  # share of a recommendation's distinct content words a passage must hold to contain it
-_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ def _question(file: Path, number: int, line: str) -> GuidelineQuestion:
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return plain_words(text)
 
 
 def contains_evidence(passage: str, evidence: str) -> bool:
@@ -99,5 +97,4 @@ def contains_evidence(passage: str, evidence: str) -> bool:
 
 def evidence_share(text: str, evidence: str) -> float:
     """Share of the evidence's distinct content words (stop words aside) that `text` holds; 0 when it has none."""
-    wanted = {w for w in words(evidence) if w not in ENGLISH_STOPWORDS}
-    return len(wanted & set(words(text))) / len(wanted) if wanted else 0.0
+    return content_word_share(text, evidence)

@@ -67,6 +67,20 @@ class ClinicalTokenizer:
         return [self.tokenize(t) for t in texts]
 
 
+_PLAIN_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+
+
+def plain_words(text: str) -> list[str]:
+    """Lower-cased words and numbers, a decimal ("2.5") as one: what the word-share measures count."""
+    return _PLAIN_WORD.findall(text.lower())
+
+
+def content_word_share(text: str, reference: str) -> float:
+    """The share of `reference`'s distinct content words (stop words aside) that `text` holds; 0 when it has none."""
+    wanted = {w for w in plain_words(reference) if w not in ENGLISH_STOPWORDS}
+    return len(wanted & set(plain_words(text))) / len(wanted) if wanted else 0.0
+
+
 def _fold(text: str) -> str:
     # NFKC turns "≥" variants, full-width digits and ligatures into their plain forms before case folding.
     return unicodedata.normalize("NFKC", text).casefold().replace("≤", "<=").replace("≥", ">=")

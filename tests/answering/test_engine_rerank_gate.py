@@ -10,13 +10,14 @@ import pytest
 from indexer import build_index
 from rag.answering.engine import Engine
 from rag.answering.evidence_policy import RERANKED, reranker_unsure
-from rag.answering.extractive import content_overlap, rank_shares
+from rag.answering.extractive import rank_shares
 from rag.checking.support import LexicalSupportChecker
 from rag.core.config import IndexSettings, Settings, with_overrides
 from rag.core.types import Chunk, DocumentMeta, Evidence, RetrieverHit
 from rag.retrieval.rerank import rerank_with
 from rag.retrieval.search import Searcher
 from rag.testing import HashEmbedder, LexicalReranker, ScriptedGenerator
+from rag.text.tokenize import content_word_share
 
 TEXTS = {
     "a": "Nitrofurantoin for five days treats uncomplicated cystitis in women.",
@@ -124,5 +125,5 @@ def test_sentences_are_rated_by_their_rank_under_each_signal() -> None:
     assert rank_shares([0.5, 0.5, 0.1, 0.9]).tolist() == [0.5, 0.5, 0.0, 1.0]  # ties share their mean rank
     assert rank_shares([3.0]).tolist() == [1.0] and rank_shares([]).tolist() == []
     # Content words only: "what", "is", "the", "for" do not make a sentence an answer.
-    assert content_overlap("What is the dose of prednisone for COPD?", "Prednisone 40 mg for a COPD flare") == 2 / 3
-    assert content_overlap("What is the?", "anything") == 0.0
+    assert content_word_share("Prednisone 40 mg for a COPD flare", "What is the dose of prednisone for COPD?") == 2 / 3
+    assert content_word_share("anything", "What is the?") == 0.0
