@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from rag.cli.answer_runs import described, warm_engine, warn_errors, window, write_records
 from rag.cli.options import (
     add_config_option,
     add_generator_options,
@@ -51,6 +51,14 @@ def register(sub: Any) -> None:
         "reports document and evidence recall@10 with and without reranking, hit, cited precision, answer-term "
         "recall and the all-terms rate",
     )
+    parser.add_argument(
+        "--cases",
+        type=Path,
+        metavar="FILE",
+        help="patient cases (JSONL: _id, text, patient, doc_id, expected, excluded; e.g. "
+        "corpora/examples/patient_cases.jsonl), each asked with its patient: reports how often the first suggestion "
+        "names an option the patient can take and never one the patient's facts rule out",
+    )
     add_split_option(parser)
     add_index_option(parser, "an index of the corpus (built if not given)")
     parser.add_argument("--qtype", metavar="TYPE", help="only questions of this metadata.qtype (e.g. treatment)")
@@ -85,17 +93,29 @@ def run_answers_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.offset < 0:
         raise ConfigError(f"--offset must be at least 0, got {args.offset}")
-    if args.questions is None and args.corpus is None:
-        raise ConfigError("give --corpus BEIR_DIR (judged passages), or --questions FILE with --index DIR")
-    if args.questions is not None and args.qtype:
-        raise ConfigError("--qtype selects BEIR questions by metadata.qtype; a --questions set has no types")
-    if args.questions is not None and args.corpus is None and args.index is None:
-        raise ConfigError("--questions needs the index it is asked of: --index DIR, or --corpus SOURCES to build one")
+    if args.questions is not None and args.cases is not None:
+        raise ConfigError("give --questions FILE or --cases FILE, not both")
+    judged = args.questions if args.questions is not None else args.cases
+    if judged is None and args.corpus is None:
+        raise ConfigError(
+            "give --corpus BEIR_DIR (judged passages), or --questions FILE or --cases FILE with --index DIR"
+        )
+    if judged is not None and args.qtype:
+        raise ConfigError("--qtype selects BEIR questions by metadata.qtype; a --questions or --cases set has no types")
+    if judged is not None and args.corpus is None and args.index is None:
+        raise ConfigError(
+            f"{'--questions' if args.questions is not None else '--cases'} needs the index it is asked of: "
+            "--index DIR, or --corpus SOURCES to build one"
+        )
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     settings = _settings(args)
+    if args.cases is not None:
+        from rag.cli.eval_cases import run_cases
+
+        return run_cases(args, settings)
     return _run_questions(args, settings) if args.questions is not None else _run_beir(args, settings)
 
 
@@ -138,17 +158,10 @@ def _run_beir(args: argparse.Namespace, settings: Any) -> int:
     engine.ask(cases[0].question)  # warm-up: model loads are not answer latency
     records = evaluate_answers(cases, engine.ask, progress=args.progress)
     report = summarize(records)
-    _write_records(args.records, [r.to_json() for r in records])
-    described = {
-        "corpus": str(args.corpus),
-        "qtype": args.qtype,
-        "generator": engine.generator_name,
-        "template": engine.template.label,
-        "reranked": settings.answer.rerank,
-        **report.to_json(),
-    }
+    write_records(args.records, [r.to_json() for r in records])
     if args.json:
-        print(json.dumps(described, indent=2))
+        head = {"corpus": str(args.corpus), "qtype": args.qtype}
+        print(json.dumps(described(engine, settings, head, report.to_json()), indent=2))
         return 0
     print(
         f"{report.questions} questions{f' ({args.qtype})' if args.qtype else ''}, generator {engine.generator_name}, "
@@ -160,41 +173,27 @@ def _run_beir(args: argparse.Namespace, settings: Any) -> int:
         f"abstained {report.abstention_rate:.3f}  fallback {report.fallback_rate:.3f}  errors {report.errors}  "
         f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
     )
-    _warn_errors(report.errors)
+    warn_errors(report.errors)
     return 0
 
 
 def _run_questions(args: argparse.Namespace, settings: Any) -> int:
-    from rag.answering.engine import Engine
     from rag.datasets.guideline_questions import read_guideline_questions
     from rag.evaluation.guideline_answers import evaluate_guideline_answers, summarize_guideline_answers
 
-    questions = read_guideline_questions(args.questions)[args.offset :]
-    questions = questions[: args.limit] if args.limit is not None else questions
-    if not questions:
-        from rag.core.errors import ConfigError
-
-        raise ConfigError(f"{args.questions}: no question left after --offset {args.offset}")
-    index = index_for([args.corpus] if args.corpus else [], args.index, settings)
-    engine = Engine.load(index, settings=settings)
-    engine.ask(questions[0].text)  # warm-up: model loads are not answer latency
+    questions = window(read_guideline_questions(args.questions), args, args.questions, "question")
+    engine, index = warm_engine(args, settings, questions[0].text)
 
     def search(question: str, rerank: bool) -> Any:
         return engine.searcher.search(question, k=10, rerank=rerank)
 
     records = evaluate_guideline_answers(questions, search, engine.ask, progress=args.progress)
     report = summarize_guideline_answers(records)
-    _write_records(args.records, [r.to_json() for r in records])
-    described = {
-        "questions_file": str(args.questions),
-        "index": str(index),
-        "generator": engine.generator_name,
-        "template": engine.template.label,
-        "reranked": settings.answer.rerank,
-        **report.to_json(),
-    }
+    write_records(args.records, [r.to_json() for r in records])
+    head = {"questions_file": str(args.questions), "index": str(index)}
+    summary = described(engine, settings, head, report.to_json())
     if args.json:
-        print(json.dumps(described, indent=2))
+        print(json.dumps(summary, indent=2))
     else:
         print(
             f"{report.questions} questions from {args.questions}, generator {engine.generator_name}, template "
@@ -208,15 +207,5 @@ def _run_questions(args: argparse.Namespace, settings: Any) -> int:
             f"on the fused order {report.fused_order_rate:.3f}  errors {report.errors}  "
             f"seconds p50 {report.seconds_p50:.2f} p95 {report.seconds_p95:.2f}"
         )
-    _warn_errors(report.errors)
+    warn_errors(report.errors)
     return 0
-
-
-def _write_records(path: Path | None, rows: list[dict[str, Any]]) -> None:
-    if path is not None:
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def _warn_errors(errors: int) -> None:
-    if errors:
-        print(f"warning: {errors} question(s) failed; see --records", file=sys.stderr)
