@@ -81,20 +81,11 @@ def _question(file: Path, number: int, line: str) -> GuidelineQuestion:
     )
 
 
-def words(text: str) -> list[str]:
-    return plain_words(text)
-
-
 def contains_evidence(passage: str, evidence: str) -> bool:
     """The recommendation is inside the passage: in order, or by COVERAGE of its distinct content words."""
-    wanted, held = words(evidence), words(passage)
+    wanted, held = plain_words(evidence), plain_words(passage)
     if not wanted:
         return False
     if f" {' '.join(wanted)} " in f" {' '.join(held)} ":
         return True
-    return evidence_share(passage, evidence) >= COVERAGE
-
-
-def evidence_share(text: str, evidence: str) -> float:
-    """Share of the evidence's distinct content words (stop words aside) that `text` holds; 0 when it has none."""
-    return content_word_share(text, evidence)
+    return content_word_share(passage, evidence) >= COVERAGE

@@ -17,17 +17,19 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from rag.answering.answer import Answer, Suggestion
-from rag.answering.patient import Patient
+from rag.answering.patient import FlagKind, Patient
 from rag.core.errors import ClinragError
 from rag.datasets.patient_cases import PatientCase
 from rag.evaluation.answers import cited_documents
+from rag.evaluation.guideline_answers import terms_found
 
-PATIENT_FLAGS = frozenset({"allergy", "cross_reactivity", "current_medication", "duplicate_class", "contraindication"})
+# The flags the engine puts on a suggestion for this patient: its drug checks, and contraindications in the evidence.
+PATIENT_FLAGS = frozenset({*get_args(FlagKind), "contraindication"})
 # A sentence that names an option to warn against it, not to give it.
 _WARNS = re.compile(
     r"\b(contraindicat\w*|avoid\w*|do not|should not|must not|not (?:be )?(?:used|recommended|given|offered))\b", re.I
@@ -79,20 +81,15 @@ class CaseReport:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def names_any(terms: Sequence[str], text: str) -> bool:
-    folded = " ".join(text.lower().split())
-    return any(term in folded for term in terms)
-
-
 def offers_excluded(case: PatientCase, suggestion: Suggestion) -> bool:
     """The suggestion names an excluded option, and not in a warning against it."""
-    return names_any(case.excluded, suggestion.text) and not _WARNS.search(suggestion.text)
+    return any(terms_found(case.excluded, suggestion.text)) and not _WARNS.search(suggestion.text)
 
 
 def score_case(case: PatientCase, answer: Answer, seconds: float) -> CaseRecord:
     first = answer.suggestions[0] if answer.suggestions else None
     excluded_first = first is not None and offers_excluded(case, first)
-    right_first = first is not None and names_any(case.expected, first.text) and not excluded_first
+    right_first = first is not None and any(terms_found(case.expected, first.text)) and not excluded_first
     unflagged = sum(
         1
         for s in answer.suggestions[1:]

@@ -27,8 +27,9 @@ from rag.core.errors import ConfigError
 from rag.core.files import read_jsonl_objects
 from rag.core.types import Chunk, Evidence
 from rag.datasets.beir import load_qrels, load_queries
-from rag.datasets.guideline_questions import contains_evidence, evidence_share
+from rag.datasets.guideline_questions import contains_evidence
 from rag.retrieval.search import Searcher
+from rag.text.tokenize import content_word_share
 from rag.training.listwise import RankGroup
 from rag.training.reranker import MINING_DEPTH, chunk_units, is_relevant, pick_negatives, same_heading
 
@@ -88,7 +89,7 @@ def sentence_group(question: JudgedQuestion, positive: Chunk, negatives: Sequenc
     if not units:
         return None
     if question.evidence:
-        shares = [evidence_share(u, question.evidence) for u in units]
+        shares = [content_word_share(u, question.evidence) for u in units]
         best = max(range(len(units)), key=shares.__getitem__)
         if shares[best] < 0.5:
             return None
